@@ -1,0 +1,1 @@
+"""The pipeline stages: `signmae_core` applied to datasets, parallel with Ray."""

@@ -1,0 +1,198 @@
+"""The `signmae` command line: one config schema, any field overridable with `--set`.
+
+Errors a person can fix (a bad config field, a missing file, an unwritable folder) print one line
+`signmae: error: ...` and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from signmae_core.config import ConfigError, PipelineConfig, SynthConfig, load_config
+from signmae_core.errors import SignmaeError
+from signmae_core.store import StoreError
+
+from .stages import STAGE_NAMES, STAGES, get_stage
+
+
+class UsageError(SignmaeError):
+    """Wrong use of the command line."""
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=None, help="named config under configs/ or a YAML path"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set masks.dilation=2 (repeatable)",
+    )
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    return load_config(args.config, args.overrides)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    probe = folder / ".signmae-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output folder {folder} is not writable: {exc.strerror}") from None
+
+
+# ---- commands ----------------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from signmae_core.synth import generate
+
+    base = load_config(args.config, args.overrides).synth.model_dump()
+    given = {
+        k: getattr(args, k)
+        for k in ("classes", "signers", "reps", "frames", "size", "fps", "seed", "test_signers")
+        if getattr(args, k) is not None
+    }
+    try:
+        synth = SynthConfig.model_validate({**base, **given})
+    except ValidationError as exc:
+        raise ConfigError(_one_line_validation(exc)) from None
+    out = Path(args.out)
+    _check_writable(out)
+    started = time.perf_counter()
+    summary = generate(out, synth)
+    print(
+        f"synth: {summary['clips']} clips, {synth.classes} classes, {synth.signers} signers "
+        f"-> {out} ({time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
+def _one_line_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"--{where.replace('_', '-')}: {first['msg']} (got {first.get('input')!r})"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_stages
+
+    cfg = _config(args)
+    names = args.stages or [s.name for s in STAGES if s.available]
+    for name in names:
+        try:
+            get_stage(name)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    run_stages(cfg, names, datasets=args.dataset or None, force=args.force)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .runner import run_demo
+
+    cfg = _config(args)
+    run_demo(cfg, force=args.force)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.hashes:
+        sections = [name for name in PipelineConfig.model_fields if name != "name"]
+        print(json.dumps({s: cfg.section_hash(s) for s in sections}, indent=2))
+    else:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    for stage in STAGES:
+        state = "ready" if stage.available else "missing"
+        print(f"{stage.name:<10} {state:<8} {stage.summary}")
+    return 0
+
+
+# ---- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signmae",
+        description="SignMAE: segmentation-driven masked video pretraining for sign language.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="generate the synthetic signer dataset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--classes", type=int, help="number of sign classes")
+    p.add_argument("--signers", type=int, help="number of signers")
+    p.add_argument("--reps", type=int, help="repetitions per sign and signer")
+    p.add_argument("--frames", type=int, help="frames per clip")
+    p.add_argument("--size", type=int, help="frame size in pixels (square)")
+    p.add_argument("--fps", type=int, help="frame rate")
+    p.add_argument("--test-signers", dest="test_signers", type=int, help="held-out signers")
+    p.add_argument("--seed", type=int, help="random seed (same seed: same bytes)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("run", help="run pipeline stages (all available ones by default)")
+    p.add_argument("stages", nargs="*", metavar="STAGE", help=f"one of: {', '.join(STAGE_NAMES)}")
+    p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: all)")
+    p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="synthesize the default dataset and run every stage on it")
+    p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo, config="cpu_demo")
+
+    p = sub.add_parser("config", help="print the resolved config (or its section hashes)")
+    p.add_argument("--hashes", action="store_true", help="print each section's canonical hash")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("stages", help="list the stages and which are available")
+    p.set_defaults(func=cmd_stages)
+
+    _register_extra_commands(sub)
+    return parser
+
+
+def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Commands that live next to their stage (inspect, predict) add themselves here."""
+    from . import commands
+
+    for register in commands.REGISTER:
+        register(sub, _add_config_args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, StoreError, SignmaeError) as exc:
+        print(f"signmae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("signmae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
