@@ -60,8 +60,6 @@ def _check_writable(folder: Path) -> None:
 
 # ---- commands ----------------------------------------------------------------------------------
 def cmd_synth(args: argparse.Namespace) -> int:
-    from signmae_core.synth import generate
-
     base = load_config(args.config, args.overrides).synth.model_dump()
     given = {
         k: getattr(args, k)
@@ -74,6 +72,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise ConfigError(_one_line_validation(exc)) from None
     out = Path(args.out)
     _check_writable(out)
+    from signmae_core.synth import generate
+
     started = time.perf_counter()
     summary = generate(out, synth)
     print(
