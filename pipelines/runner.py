@@ -26,6 +26,7 @@ def run_stages(
     force: bool = False,
 ) -> dict[str, list[StageRecord]]:
     """Run the named stages in DAG order; data stages once per dataset, training stages once."""
+    cfg = cfg.with_absolute_paths()
     order = [s for s in STAGES if s.name in set(names)]
     chosen: list[DatasetConfig] = [cfg.dataset(n) for n in datasets] if datasets else cfg.datasets
     missing = [s.name for s in order if not s.available]
@@ -58,6 +59,7 @@ def run_demo(cfg: PipelineConfig, force: bool = False) -> dict[str, list[StageRe
     """Generate the synthetic dataset if needed, then run every available stage on it."""
     from signmae_core.synth import ensure_generated
 
+    cfg = cfg.with_absolute_paths()
     dataset = cfg.dataset()
     summary = ensure_generated(Path(dataset.root), cfg.synth)
     print(f"[synth] {dataset.root}: {summary['clips']} clips ({summary['status']})")

@@ -92,3 +92,9 @@ def test_unknown_named_config_lists_the_known_ones() -> None:
 def test_unknown_dataset_name() -> None:
     with pytest.raises(ConfigError, match="unknown dataset"):
         PipelineConfig().dataset("nope")
+
+
+def test_relative_paths_resolve_against_the_working_folder(tmp_path) -> None:
+    cfg = load_config("cpu_demo", ["store.root=s3://bucket/prefix"]).with_absolute_paths(tmp_path)
+    assert cfg.store.root == "s3://bucket/prefix"
+    assert cfg.datasets[0].root == str(tmp_path / "runs/demo/data/synthetic")

@@ -84,6 +84,26 @@ class PipelineConfig(Section):
         known = ", ".join(d.name for d in self.datasets)
         raise ConfigError(f"unknown dataset {name!r} (configured: {known})")
 
+    def with_absolute_paths(self, base: Path | None = None) -> PipelineConfig:
+        """A copy whose local paths (store root, dataset roots) are absolute.
+
+        Relative paths in a config mean "relative to where the command runs"; Ray workers run
+        elsewhere, so stages resolve them once, on the driver, before anything is sent out.
+        """
+        base = (base or Path.cwd()).resolve()
+
+        def absolute(path: str) -> str:
+            return path if "://" in path else str((base / path).resolve())
+
+        return self.model_copy(
+            update={
+                "store": self.store.model_copy(update={"root": absolute(self.store.root)}),
+                "datasets": [
+                    d.model_copy(update={"root": absolute(d.root)}) for d in self.datasets
+                ],
+            }
+        )
+
     def section_hash(self, *sections: str) -> str:
         """Canonical hash of the named top-level sections, e.g. `section_hash("decode")`."""
         return config_hash(*(getattr(self, s) for s in sections))
