@@ -2,34 +2,78 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from .base import Section
 
 
 class TrainConfig(Section):
-    """Optimizer, schedule and loop settings shared by pretraining and finetuning."""
+    """Optimizer, schedule and loop settings shared by pretraining and finetuning.
 
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1.5e-4, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    min_lr: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
-    layer_decay: float = Field(1.0, gt=0, le=1, description="Layer-wise lr decay (finetuning).")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    compile: bool = False
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (1: single process).")
+    `batch_size` is the global batch of one forward pass summed over all workers; one optimizer
+    step sees `batch_size * grad_accum` clips whatever the number of workers.
+    """
+
+    epochs: int = Field(1, ge=1, description="Passes over the training clips.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Global clips per forward pass (all workers).")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    lr: float = Field(1.5e-4, gt=0, description="Peak learning rate (not scaled by batch size).")
+    min_lr: float = Field(0.0, ge=0, description="Learning rate at the end of the cosine.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps before the cosine.")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max global grad norm (None: off).")
+    layer_decay: float = Field(
+        1.0, gt=0, le=1, description="Layer-wise lr decay (finetuning; 1: same lr everywhere)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Finetuning loss smoothing.")
+    precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="Autocast dtype on CUDA; the CPU always trains in fp32."
+    )
+    compile: bool = Field(False, description="torch.compile the model.")
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (1: one process, no Ray).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per train worker.")
+    loader_threads: int = Field(2, ge=0, description="Threads that load clips (0: inline).")
+    splits: list[str] = Field(
+        default_factory=lambda: ["train"], description="Manifest splits the stage trains on."
+    )
+    log_every: int = Field(10, ge=1, description="Steps between metric lines.")
     checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints (0: at end).")
-    seed: int = 0
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    recon_every: int = Field(
+        0, ge=0, description="Steps between reconstruction figures (0: at the end only)."
+    )
+    recon_samples: int = Field(2, ge=1, description="Clips shown per reconstruction figure.")
+    resume: bool = Field(True, description="Continue from the newest checkpoint of the run.")
+    init_encoder: str | None = Field(
+        None,
+        description="Finetuning: encoder weights (safetensors) to start from instead of the "
+        "pretrain stage's output.",
+    )
+    seed: int = Field(0, description="Seeds the model init, data order and mask sampler.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.batch_size % self.num_workers:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of num_workers {self.num_workers}"
+            )
+        return self
 
 
 class EvalConfig(Section):
     """Evaluation of a finetuned classifier."""
 
-    views: int = Field(2, ge=1, description="Temporal views per test clip, averaged.")
-    topk: list[int] = Field(default_factory=lambda: [1, 5])
+    views: int = Field(2, ge=1, description="Temporal views per test clip, softmax-averaged.")
+    topk: list[int] = Field(default_factory=lambda: [1, 5], description="Top-k accuracies.")
+    batch_size: int = Field(8, ge=1, description="Clips per forward pass.")
+    splits: list[str] = Field(
+        default_factory=lambda: ["test"], description="Manifest splits evaluated."
+    )
+    confused_pairs: int = Field(10, ge=0, description="Most-confused class pairs listed.")
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    loader_threads: int = Field(2, ge=0, description="Threads that load clips (0: inline).")
