@@ -98,3 +98,9 @@ def test_relative_paths_resolve_against_the_working_folder(tmp_path) -> None:
     cfg = load_config("cpu_demo", ["store.root=s3://bucket/prefix"]).with_absolute_paths(tmp_path)
     assert cfg.store.root == "s3://bucket/prefix"
     assert cfg.datasets[0].root == str(tmp_path / "runs/demo/data/synthetic")
+
+
+def test_override_into_default_list_without_a_config_file() -> None:
+    cfg = load_config(None, ["datasets.0.root=/data/x"])
+    assert cfg.datasets[0].root == "/data/x"
+    assert cfg.datasets[0].name == "synthetic"

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from .base import Section, canonical_json, config_hash
+from .data import DataConfig
 from .decode import DecodeConfig
 from .extract import ExtractConfig
 from .ingest import DatasetConfig, IngestConfig
@@ -24,6 +25,7 @@ from .train import EvalConfig, TrainConfig
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
     "DatasetConfig",
     "DecodeConfig",
     "EvalConfig",
@@ -67,6 +69,7 @@ class PipelineConfig(Section):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     masks: MasksConfig = Field(default_factory=MasksConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: TrainConfig = Field(default_factory=TrainConfig)
     finetune: TrainConfig = Field(
@@ -181,8 +184,12 @@ def load_config(
         data = loaded or {}
     for key, value in sections.items():
         data[key] = value
+    defaults = PipelineConfig().model_dump(mode="json")
     for text in overrides or []:
         key, value = parse_override(text)
+        top = key.split(".", 1)[0]
+        if top in defaults and top not in data:  # so "datasets.0.root=..." has a list to index
+            data[top] = defaults[top]
         try:
             _set_dotted(data, key, value)
         except (IndexError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""Dataset descriptions and the ingest stage (manifest + class map)."""
+"""Dataset descriptions and the ingest stage (manifest + class map); see docs/INGEST.md."""
 
 from __future__ import annotations
 
@@ -13,28 +13,49 @@ class DatasetConfig(Section):
     """One dataset: where its videos and labels are and which adapter reads them."""
 
     name: str = Field("synthetic", pattern=r"^[A-Za-z0-9_.-]+$", description="Name in the store.")
-    adapter: Literal["csv", "folder", "wlasl", "slovo"] = Field(
-        "csv", description="Which adapter reads the dataset layout."
+    adapter: Literal["csv", "folder", "wlasl", "slovo", "lists"] = Field(
+        "csv",
+        description="Which adapter reads the layout: csv (a label table), folder (one folder per "
+        "class), wlasl (WLASL_v0.3.json + videos/), slovo (annotations.csv), lists (split lists).",
     )
     root: str = Field("data/synthetic", description="Dataset root; label paths resolve inside it.")
     labels: str | None = Field(
-        "labels.csv", description="Label file relative to root (csv/wlasl/slovo adapters)."
+        None,
+        description="Label file relative to root; None: the adapter's usual name (csv: "
+        "labels.csv, wlasl: WLASL_v0.3.json, slovo: annotations.csv).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Column mapping for the csv adapter: manifest name -> name in the file.",
+        description="csv adapter: manifest column -> column in the file, for path, video_id, "
+        "label, signer, split, frame_start, frame_end, bbox (e.g. {label: gloss}).",
     )
     frame_base: Literal[0, 1] = Field(
-        0, description="csv adapter: 1 if the file's frame windows are 1-based and inclusive."
+        0,
+        description="csv adapter: 0 if the file's windows are 0-based with an exclusive end, "
+        "1 if they are 1-based and inclusive (as WLASL's). An empty end or -1 means to the end.",
     )
     split_lists: dict[str, str] = Field(
-        default_factory=dict, description="split name -> list file of paths (NMFs-CSL style)."
+        default_factory=dict,
+        description="lists adapter: split name -> list file (relative to root); each line is "
+        "'path' or 'path label' (NMFs-CSL style).",
+    )
+    default_split: str = Field(
+        "train", min_length=1, description="Split of videos whose label file gives none."
+    )
+    unlabeled_splits: list[str] = Field(
+        default_factory=lambda: ["unlabeled", "pretrain"],
+        description="Splits whose videos are for pretraining only: their label text is kept but "
+        "they get no label_id and stay out of the class map.",
     )
 
 
 class IngestConfig(Section):
-    """Probe limits that reject decompression bombs before anything is decoded."""
+    """Probe limits that reject bad or hostile videos before anything is decoded."""
 
     max_pixels: int = Field(4096 * 2160, ge=1, description="Largest width*height accepted.")
     max_duration_s: float = Field(1800.0, gt=0, description="Longest video accepted (seconds).")
     max_file_bytes: int = Field(4 * 1024**3, ge=1, description="Largest file accepted (bytes).")
+    min_side: int = Field(16, ge=1, description="Smallest width or height accepted (pixels).")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Probe tasks in flight at once (None: twice the cluster's CPUs)."
+    )
