@@ -117,7 +117,7 @@ class ArtifactStore:
         self.lock_timeout_s = lock_timeout_s
         try:
             self.fs, base = pafs.FileSystem.from_uri(root)
-        except (pafs.ArrowInvalid, ValueError):  # a plain relative or absolute path
+        except ValueError:  # a plain relative path (pyarrow's ArrowInvalid is a ValueError)
             self.fs, base = pafs.LocalFileSystem(), str(Path(root).resolve())
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types here
             raise StoreError(f"cannot open store root {root!r}: {exc}") from None

@@ -209,3 +209,13 @@ def test_uri_roots_go_through_pyarrow_fs(tmp_path: Path) -> None:
     assert computed == 1
     assert (tmp_path / "uri-root" / "ds" / "toy" / "v1" / "items" / "a.txt").exists()
     assert store.read_record("ds", "toy", "v1") == record
+
+
+def test_relative_root_is_resolved_against_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = ArtifactStore("relative/root")
+    assert store.base == str(tmp_path / "relative" / "root")
+    toy_stage(store, ["a"], "h")
+    assert (tmp_path / "relative/root/ds/toy/v1/_stage.json").exists()
