@@ -76,6 +76,7 @@ def plan(
         {
             "train": training_settings(cfg.finetune),
             "model": cfg.model.model_dump(mode="json"),
+            "data": cfg.data.model_dump(mode="json"),
             "datasets": [d.name for d in datasets],
         }
     )

@@ -48,6 +48,7 @@ def plan(
         {
             "train": training_settings(cfg.pretrain),
             "model": cfg.model.model_dump(mode="json"),
+            "data": cfg.data.model_dump(mode="json"),
             "masking": cfg.masking.model_dump(mode="json"),
             "datasets": [d.name for d in datasets],
         }

@@ -17,7 +17,6 @@ worker (`pipelines.train_ray.run_training`).
 from __future__ import annotations
 
 import bisect
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,8 +55,8 @@ def local_store(cfg: PipelineConfig) -> ArtifactStore:
 
 
 def sampling_for(cfg: PipelineConfig) -> Sampling:
-    """How clips are cut for the model: its frame count and image size, the reader's defaults."""
-    return Sampling(num_frames=cfg.model.num_frames, img_size=cfg.model.img_size)
+    """How clips are cut for the model: frames and size from `model`, augmentation from `data`."""
+    return Sampling.from_config(cfg)
 
 
 # ---- the clips of one or more datasets --------------------------------------------------------
@@ -125,18 +124,6 @@ def combined_classes(parts: Sequence[DatasetClips]) -> list[str]:
     return [f"{p.name}:{name}" for p in labelled for name in p.class_names]
 
 
-class _LockedFields:
-    """A field source shared by loader threads (the reader's row-group cache is not locked)."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.lock = threading.Lock()
-
-    def get(self, video_id: str) -> np.ndarray | None:
-        with self.lock:
-            return self.source.get(video_id)
-
-
 class ClipSet:
     """Several datasets' `ClipDataset`s as one: `load(index, rng, view, num_views)` like theirs,
     labels mapped onto `combined_classes`."""
@@ -172,7 +159,7 @@ def open_clip_set(
     for part in parts:
         fields = None
         if with_fields:
-            fields = _LockedFields(masks.open_fields(cfg, cfg.dataset(part.name)))
+            fields = masks.open_fields(cfg, cfg.dataset(part.name))  # thread-safe reader
         records = [ClipRecord(**r) for r in part.records]
         datasets.append(ClipDataset(records, sampling, fields=fields, train=train))
         offsets.append(offset)
