@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .base import Section
 
@@ -10,11 +10,37 @@ from .base import Section
 class SynthConfig(Section):
     """Size and seed of the generated dataset (`signmae synth`)."""
 
-    classes: int = Field(8, ge=1, description="Number of sign classes.")
-    signers: int = Field(4, ge=2, description="Number of signers (split by signer).")
-    reps: int = Field(2, ge=1, description="Repetitions of each sign by each signer.")
-    frames: int = Field(32, ge=2, description="Frames per clip.")
-    size: int = Field(224, ge=32, description="Square frame size in pixels.")
-    fps: int = Field(25, ge=1, description="Frame rate of the written videos.")
+    classes: int = Field(8, ge=1, le=500, description="Number of sign classes.")
+    signers: int = Field(4, ge=2, le=100, description="Number of signers (split by signer).")
+    reps: int = Field(2, ge=1, le=100, description="Repetitions of each sign by each signer.")
+    frames: int = Field(32, ge=2, le=1000, description="Frames per clip.")
+    size: int = Field(224, ge=32, le=1024, description="Square frame size in pixels (even).")
+    fps: int = Field(25, ge=1, le=240, description="Frame rate of the written videos.")
     test_signers: int = Field(1, ge=1, description="Signers held out for the test split.")
-    seed: int = Field(0, description="Seed: the same seed gives byte-identical outputs.")
+    seed: int = Field(0, ge=0, description="Seed: the same seed gives byte-identical outputs.")
+    crf: int = Field(
+        18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger."
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes rendering clips (0: one per CPU, at most 8); output is the same.",
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _even_size(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (H.264 4:2:0 video)")
+        return value
+
+    @field_validator("test_signers")
+    @classmethod
+    def _some_training_signers(cls, value: int, info: ValidationInfo) -> int:
+        signers = info.data.get("signers")
+        if signers is not None and value >= signers:
+            raise ValueError(
+                f"must be smaller than signers ({signers}) so that some signers remain for training"
+            )
+        return value
