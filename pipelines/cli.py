@@ -86,7 +86,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _one_line_validation(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
-    return f"--{where.replace('_', '-')}: {first['msg']} (got {first.get('input')!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"--{where.replace('_', '-')}: {message} (got {first.get('input')!r})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

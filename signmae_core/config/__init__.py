@@ -118,7 +118,8 @@ def _format_validation_error(err: ValidationError) -> str:
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if first["type"] == "extra_forbidden":
         return f"unknown config field '{where}'{more}"
-    return f"config field '{where}': {first['msg']} (got {first.get('input')!r}){more}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"config field '{where}': {message} (got {first.get('input')!r}){more}"
 
 
 def _resolve_config_path(name_or_path: str) -> Path:
