@@ -1,4 +1,4 @@
-"""The extraction stage: keypoints and part segmentation."""
+"""The extraction stage: keypoints and part segmentation (see docs/EXTRACT.md)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,62 @@ from pydantic import Field
 
 from .base import Section
 
+EXTRACT_RUNTIME_FIELDS = frozenset(
+    {"num_workers", "num_cpus_per_worker", "clip_timeout_s", "clips_per_part"}
+)
+"""Fields that change how the stage runs, not what it writes (left out of its config hash)."""
+
 
 class ExtractConfig(Section):
-    """Backend and resolution of keypoint and part extraction."""
+    """Backend, resolution and part-map settings of keypoint and part extraction."""
 
     backend: Literal["mediapipe", "oracle"] = Field(
-        "mediapipe", description="mediapipe for real data; oracle reads synthetic ground truth."
+        "mediapipe",
+        description="mediapipe for real data; oracle reads the synthetic dataset's ground truth.",
     )
-    resolution: int = Field(448, ge=64, description="Longest side extraction runs at.")
-    seg_scale: float = Field(0.25, gt=0, le=1, description="Part map size relative to the clip.")
-    min_detection_confidence: float = Field(0.3, ge=0, le=1)
-    min_tracking_confidence: float = Field(0.3, ge=0, le=1)
-    num_cpus_per_worker: int = Field(1, ge=1)
+    frames_from: Literal["auto", "clip", "source"] = Field(
+        "auto",
+        description="Frames the backend sees: the stored clip, the source video's window at "
+        "`resolution` (same crop), or auto: the source when that is larger than the clip.",
+    )
+    resolution: int = Field(
+        448, ge=64, description="Side of the square frames read from the source video."
+    )
+    seg_scale: float = Field(
+        0.25, gt=0, le=1, description="Part map size relative to the stored clip size."
+    )
+    hand_model_complexity: Literal[0, 1] = Field(1, description="MediaPipe Hands model (1: full).")
+    max_num_hands: int = Field(2, ge=1, le=2, description="Hands MediaPipe looks for per frame.")
+    min_detection_confidence: float = Field(0.3, ge=0, le=1, description="MediaPipe Hands.")
+    min_tracking_confidence: float = Field(0.3, ge=0, le=1, description="MediaPipe Hands.")
+    pose: bool = Field(
+        True,
+        description="Run MediaPipe Pose (complexity 1): body keypoints, face region, handedness.",
+    )
+    handedness: Literal["pose", "classifier"] = Field(
+        "pose",
+        description="Tell left from right by the pose's wrists when clear (else the classifier), "
+        "or by MediaPipe's handedness classifier alone.",
+    )
+    mirrored_input: bool = Field(
+        False, description="Videos are mirrored (selfie camera); ordinary video is not."
+    )
+    person_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Selfie Segmentation probability that counts as person."
+    )
+    finger_width: float = Field(
+        0.24, gt=0, le=1, description="Finger width of rasterized hands, in palm lengths."
+    )
+    clip_hands_to_person: bool = Field(
+        True, description="Intersect hand and face masks with the person mask."
+    )
+    num_workers: int | None = Field(
+        None, ge=1, description="Extraction workers (None: cluster CPUs / num_cpus_per_worker)."
+    )
+    num_cpus_per_worker: int = Field(1, ge=1, description="CPUs reserved per worker.")
+    clip_timeout_s: float = Field(
+        600.0, gt=0, description="A clip taking longer fails (its worker is restarted)."
+    )
+    clips_per_part: int = Field(
+        64, ge=1, description="Clips per Parquet part file (the unit written atomically)."
+    )

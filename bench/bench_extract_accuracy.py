@@ -1,0 +1,274 @@
+"""Extraction accuracy: MediaPipe against synthetic ground truth; hand detection on real clips.
+
+1. Synthetic (rendered ground truth): a synthetic dataset is generated, ingested, decoded and
+   extracted with the MediaPipe backend through the stage (`pipelines.extract.run`); each clip
+   is compared with the oracle backend on the same clip grid:
+   - hand detection rate: hands found / hands wholly in view, per hand;
+   - PCK@0.1: share of the 21 landmarks of found hands within 0.1 x the hand's size (the longer
+     side of the ground-truth landmarks' bounding box) of the ground truth;
+   - hand-mask IoU of found hands against the rendered hand masks, on the stored part maps;
+   - left/right: share of found hands nearer the other ground-truth hand than their own;
+   - face and body IoU per frame.
+2. Real clips (`--data`): each folder of the shared real data is ingested, decoded and extracted
+   the same way; the hand detection rate is the share of frames in which at least one hand was
+   found (per hand too). `--clips N` takes every k-th clip so that about N clips per folder are
+   used (0: all). `--frames-from clip,source` runs the real folders once per choice on the same
+   clips, to choose where extraction reads its frames.
+
+    .venv/bin/python bench/bench_extract_accuracy.py --data ../shared/data/real --clips 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines import decode, extract, ingest  # noqa: E402
+from pipelines.ray_runtime import ensure_ray  # noqa: E402
+from signmae_core.clips import read_clip_meta  # noqa: E402
+from signmae_core.config import DatasetConfig, RayConfig, SynthConfig, load_config  # noqa: E402
+from signmae_core.extract.encoding import BODY, FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
+from signmae_core.extract.oracle_backend import oracle_extract  # noqa: E402
+from signmae_core.extract.schema import iter_clips, read_extraction  # noqa: E402
+from signmae_core.synth import generate, read_ground_truth  # noqa: E402
+
+REAL_FOLDERS = ("karsl70", "isl151", "wlasl200", "wlasl_samples", "misc")
+
+
+# ---- datasets ----------------------------------------------------------------------------------
+def csv_subset(data: Path, folder: str, out: Path, clips: int, **dataset: Any) -> DatasetConfig:
+    """A dataset of symbolic links to every k-th clip of a csv-labelled real folder."""
+    with open(data / folder / "labels.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    step = max(1, len(rows) // clips) if clips else 1
+    rows = rows[::step][:clips] if clips else rows
+    root = out / folder
+    for row in rows:
+        link = root / row["path"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(data / folder / row["path"], link)
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return DatasetConfig(name=folder, root=str(root), **dataset)
+
+
+def real_datasets(data: Path, out: Path, clips: int) -> list[DatasetConfig]:
+    """One dataset per real folder (csv folders subsampled to about `clips` clips)."""
+    return [
+        csv_subset(data, "karsl70", out, clips),
+        csv_subset(data, "isl151", out, clips),
+        csv_subset(data, "wlasl200", out, clips, columns={"label": "gloss"}, frame_base=1),
+        DatasetConfig(name="wlasl_samples", adapter="wlasl", root=str(data / "wlasl_samples")),
+        DatasetConfig(name="misc", adapter="folder", root=str(data / "misc"), labels=None),
+    ]
+
+
+def run_stages(cfg: Any, dataset: DatasetConfig) -> tuple[Any, float]:
+    """Ingest, decode and extract one dataset; returns (extract record, extract wall seconds)."""
+    ingest.run(cfg, dataset)
+    decode.run(cfg, dataset)
+    started = time.perf_counter()
+    record = extract.run(cfg, dataset)
+    return record, time.perf_counter() - started
+
+
+# ---- synthetic ---------------------------------------------------------------------------------
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else float("nan")
+
+
+def synthetic_metrics(cfg: Any, dataset: DatasetConfig) -> dict[str, float]:
+    """Compare the stage's MediaPipe output with the ground truth, clip by clip."""
+    _, decode_dir = decode.current(cfg, dataset)
+    _, extract_dir = extract.current(cfg, dataset)
+    root = Path(dataset.root)
+    in_view = found = 0
+    pck, hand_iou, face_iou, body_iou = [], [], [], []
+    swapped = judged = 0
+    for clip in iter_clips(extract_dir):
+        meta = read_clip_meta(Path(decode_dir, "clips", f"{clip.video_id}.smclip"))
+        shape = clip.part_maps.shape[1:]
+        truth = oracle_extract(root, meta, shape)
+        view = read_ground_truth(root, meta.source_path, parts=False).in_view[meta.frame_indices]
+        size = np.array([meta.width, meta.height])
+        for hand, label in ((0, LEFT_HAND), (1, RIGHT_HAND)):
+            for t in range(clip.num_frames):
+                hit = not np.isnan(clip.hands[t, hand, 0, 0])
+                if view[t, hand]:
+                    in_view += 1
+                    found += hit
+                if not hit or np.isnan(truth.hands[t, hand, 0, 0]):
+                    continue
+                points = clip.hands[t, hand, :, :2] * size
+                own = truth.hands[t, hand, :, :2] * size
+                span = np.ptp(own, axis=0).max()
+                pck.append(float((np.linalg.norm(points - own, axis=1) < 0.1 * span).mean()))
+                hand_iou.append(iou(clip.part_maps[t] == label, truth.part_maps[t] == label))
+                other = truth.hands[t, 1 - hand, :, :2] * size
+                if not np.isnan(other).any():
+                    judged += 1
+                    swapped += bool(
+                        np.linalg.norm(points - other, axis=1).mean()
+                        < np.linalg.norm(points - own, axis=1).mean()
+                    )
+        for t in range(clip.num_frames):
+            face_iou.append(iou(clip.part_maps[t] == FACE, truth.part_maps[t] == FACE))
+            body_iou.append(iou(clip.part_maps[t] == BODY, truth.part_maps[t] == BODY))
+    return {
+        "hands in view": in_view,
+        "hand detection rate": found / max(1, in_view),
+        "PCK@0.1 (found hands)": float(np.mean(pck)),
+        "hand-mask IoU (found hands)": float(np.nanmean(hand_iou)),
+        "left/right swapped": swapped / max(1, judged),
+        "face IoU": float(np.nanmean(face_iou)),
+        "body IoU": float(np.nanmean(body_iou)),
+    }
+
+
+def run_synthetic(args: argparse.Namespace, tmp: Path) -> None:
+    synth = SynthConfig(
+        classes=args.synth_classes, signers=args.synth_signers, reps=1, frames=args.synth_frames,
+        size=args.synth_size, seed=args.seed,
+    )
+    root = tmp / "synthetic"
+    generate(root, synth)
+    dataset = DatasetConfig(name="synthetic", root=str(root))
+    results = {}
+    for frames_from in args.frames_from.split(","):
+        cfg = load_config(
+            None,
+            overrides(args, tmp, args.decode_size, tmp / f"store-synth-{frames_from}")
+            + [f"extract.frames_from={frames_from}"],
+            datasets=[dataset.model_dump()],
+        )
+        record, wall = run_stages(cfg, dataset)
+        results[frames_from] = synthetic_metrics(cfg, dataset)
+    print(
+        f"\n## Synthetic: {record.counts['ok']} clips ({synth.classes} signs x "
+        f"{synth.signers} signers, {synth.frames} frames), {synth.size} px videos, clips "
+        f"{args.decode_size} px, part maps {args.seg_scale:g} x clip\n"
+    )
+    choices = list(results)
+    print("| metric | " + " | ".join(f"frames from {c}" for c in choices) + " |")
+    print("|---|" + "---:|" * len(choices))
+    for name in results[choices[0]]:
+        values = [results[c][name] for c in choices]
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in values]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+# ---- real --------------------------------------------------------------------------------------
+def real_rates(extract_dir: str) -> dict[str, float]:
+    table = read_extraction(
+        extract_dir, columns=["status", "num_frames", "hand_frames", "left_frames",
+                              "right_frames", "cpu_seconds", "seconds"],
+    ).to_pylist()
+    ok = [r for r in table if r["status"] == "ok"]
+    frames = sum(r["num_frames"] for r in ok)
+    return {
+        "clips ok": len(ok),
+        "failed": len(table) - len(ok),
+        "frames": frames,
+        "any hand": sum(r["hand_frames"] for r in ok) / max(1, frames),
+        "left": sum(r["left_frames"] for r in ok) / max(1, frames),
+        "right": sum(r["right_frames"] for r in ok) / max(1, frames),
+        "frames per CPU s": frames / max(1e-9, sum(r["cpu_seconds"] for r in ok)),
+        "frames per worker s": frames / max(1e-9, sum(r["seconds"] for r in ok)),
+    }
+
+
+def run_real(args: argparse.Namespace, tmp: Path) -> None:
+    data = Path(args.data).resolve()
+    datasets = real_datasets(data, tmp / "real", args.clips)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for frames_from in args.frames_from.split(","):
+        store = tmp / f"store-{frames_from}"
+        cfg = load_config(
+            None, overrides(args, tmp, args.decode_size, store) + [
+                f"extract.frames_from={frames_from}"],
+            datasets=[d.model_dump() for d in datasets],
+        )
+        for dataset in datasets:
+            if args.folders and dataset.name not in args.folders.split(","):
+                continue
+            run_stages(cfg, dataset)
+            _, extract_dir = extract.current(cfg, dataset)
+            results.setdefault(dataset.name, {})[frames_from] = real_rates(extract_dir)
+    subset = f"about {args.clips} clips per csv folder" if args.clips else "every clip"
+    print(f"\n## Real clips ({subset}; clips {args.decode_size} px, extraction frames from "
+          f"the source at up to {args.resolution} px when `source`)\n")
+    print("| folder | frames from | clips ok | failed | frames | any hand | left | right | "
+          "frames/CPU s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, per_choice in results.items():
+        for choice, r in per_choice.items():
+            print(f"| {name} | {choice} | {r['clips ok']} | {r['failed']} | {r['frames']} | "
+                  f"{r['any hand']:.1%} | {r['left']:.1%} | {r['right']:.1%} | "
+                  f"{r['frames per CPU s']:.1f} |")
+
+
+# ---- main --------------------------------------------------------------------------------------
+def overrides(
+    args: argparse.Namespace, tmp: Path, decode_size: int, store: Path | None = None
+) -> list[str]:
+    return [
+        f"store.root={store or tmp / 'store'}",
+        f"decode.size={decode_size}",
+        f"extract.resolution={args.resolution}",
+        f"extract.seg_scale={args.seg_scale}",
+        f"extract.num_workers={args.workers}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/real", help="shared real clips folder")
+    parser.add_argument("--clips", type=int, default=40, help="clips per csv folder (0: all)")
+    parser.add_argument("--folders", default="", help="only these real folders (comma list)")
+    parser.add_argument("--frames-from", default="auto", help="comma list: auto, clip, source")
+    parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--decode-size", type=int, default=224)
+    parser.add_argument("--resolution", type=int, default=448)
+    parser.add_argument("--seg-scale", type=float, default=0.25)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--synth-classes", type=int, default=6)
+    parser.add_argument("--synth-signers", type=int, default=3)
+    parser.add_argument("--synth-frames", type=int, default=32)
+    parser.add_argument("--synth-size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    ray_tmp = tempfile.mkdtemp(prefix="smx-", dir="/tmp")  # short: Ray's socket paths
+    started, load_before = time.perf_counter(), os.getloadavg()
+    try:
+        ensure_ray(RayConfig(num_cpus=args.workers, temp_dir=ray_tmp))
+        with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
+            if not args.skip_synthetic:
+                run_synthetic(args, Path(tmp))
+            if not args.skip_real:
+                run_real(args, Path(tmp))
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    print(f"\n{args.workers} workers; {time.perf_counter() - started:.0f} s in all; load average "
+          f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The MediaPipe backend: hands, pose, person mask and part maps for the frames of one clip.
+
+Models (legacy `mediapipe.solutions`, bundled in the 0.10.21 wheel, so fully offline): Hands
+(tracking mode, `model_complexity` 0 or 1), Pose (complexity 1 only: 0 and 2 try to download a
+model), Selfie Segmentation (the person mask). They are loaded once per `MediaPipeBackend` and
+reset between clips, so tracking never carries over from one clip to the next. `mediapipe` is
+imported only when a backend is made (machines without it can import this module).
+
+Handedness. MediaPipe Hands labels hands as if the image were mirrored (a selfie camera): on
+ordinary video its "Left" is the signer's RIGHT hand. Labels are swapped unless
+`mirrored_input` is set. With `handedness="pose"` (the default) hands are matched to the pose's
+wrists (anatomical left and right, from the whole body) whenever the match is clear, which fixes
+the classifier's occasional swaps; the swapped classifier label decides otherwise, and two hands
+in one frame never get the same side.
+
+Output coordinates are normalized to the frames given, which show exactly the clip's field of
+view, so they are normalized clip coordinates (see `schema.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .rasterize import (
+    RasterParams,
+    face_box,
+    hand_scale,
+    normalized_to_grid,
+    rasterize_frame,
+)
+from .schema import ClipExtraction, empty_extraction
+
+# Pose landmarks (MediaPipe Pose order) used here.
+POSE_LEFT_WRIST, POSE_RIGHT_WRIST = 15, 16
+UPPER_BODY = slice(0, 17)
+FACE_POINTS = slice(0, 11)
+
+
+@dataclass(frozen=True)
+class MediaPipeParams:
+    """Settings of the MediaPipe backend (built from the `extract` config section)."""
+
+    hand_complexity: Literal[0, 1] = 1
+    max_num_hands: int = 2
+    min_detection_confidence: float = 0.3
+    min_tracking_confidence: float = 0.3
+    pose: bool = True
+    person_threshold: float = 0.5
+    mirrored_input: bool = False
+    handedness: Literal["pose", "classifier"] = "pose"
+    pose_match_ratio: float = 0.8  # a pose match is clear when best cost < ratio * other cost
+    duplicate_overlap: float = 0.8  # hand boxes nested this much are one hand seen twice
+    raster: RasterParams = field(default_factory=RasterParams)
+
+
+@dataclass
+class _Hand:
+    points: np.ndarray  # (21, 3) normalized (u, v, z)
+    side: str  # "left" or "right", anatomical, from the (swapped) classifier label
+    score: float
+
+
+def _landmarks_array(landmarks: Any, with_visibility: bool) -> np.ndarray:
+    """A MediaPipe NormalizedLandmarkList -> (N, 3) or (N, 4) float32."""
+    if with_visibility:
+        return np.array(
+            [(p.x, p.y, p.z, p.visibility) for p in landmarks.landmark], dtype=np.float32
+        )
+    return np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float32)
+
+
+def classifier_side(label: str, mirrored_input: bool) -> str:
+    """MediaPipe's handedness label -> the signer's anatomical side ("left" / "right").
+
+    MediaPipe assumes a mirrored (selfie) image; on ordinary video its labels are swapped.
+    """
+    side = label.strip().lower()
+    if side not in ("left", "right"):
+        raise ValueError(f"unknown handedness label {label!r}")
+    if mirrored_input:
+        return side
+    return "right" if side == "left" else "left"
+
+
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection of the bounding boxes of two (21, >=2) point sets over the smaller box."""
+    low = np.maximum(a[:, :2].min(0), b[:, :2].min(0))
+    high = np.minimum(a[:, :2].max(0), b[:, :2].max(0))
+    inter = float(np.prod(np.clip(high - low, 0, None)))
+    area_a = float(np.prod(np.ptp(a[:, :2], axis=0)))
+    smaller = min(area_a, float(np.prod(np.ptp(b[:, :2], axis=0))))
+    return inter / smaller if smaller > 0 else 0.0
+
+
+def drop_duplicates(hands: list[_Hand], max_overlap: float) -> list[_Hand]:
+    """Hands by falling score, without a detection whose box lies mostly (`max_overlap`) inside
+    or around a better one's: MediaPipe's tracker sometimes reports one hand twice, nested."""
+    kept: list[_Hand] = []
+    for hand in sorted(hands, key=lambda h: -h.score):
+        if all(box_overlap(hand.points, other.points) <= max_overlap for other in kept):
+            kept.append(hand)
+    return kept
+
+
+def assign_sides(
+    hands: list[_Hand], pose: np.ndarray | None, aspect: float, params: MediaPipeParams
+) -> dict[str, _Hand]:
+    """Decide which detected hand is the signer's left and which the right.
+
+    hands: up to two detections with classifier sides. pose: (33, 4) normalized pose landmarks
+    or None. aspect: frame width / height (distances are measured in pixels' proportions).
+    Returns {"left": hand, "right": hand} with at most one hand per side.
+    """
+    hands = drop_duplicates(hands, params.duplicate_overlap)[:2]
+    if params.handedness == "pose" and pose is not None:
+        matched = _match_to_pose(hands, pose, aspect, params)
+        if matched is not None:
+            return matched
+    out: dict[str, _Hand] = {}
+    for hand in hands:  # the more confident hand keeps its label, the other takes the rest
+        side = hand.side if hand.side not in out else ("left" if hand.side == "right" else "right")
+        out[side] = hand
+    return out
+
+
+def _match_to_pose(
+    hands: list[_Hand], pose: np.ndarray, aspect: float, params: MediaPipeParams
+) -> dict[str, _Hand] | None:
+    """Hands matched to the pose wrists by distance, or None when the match is not clear."""
+    wrists = pose[[POSE_LEFT_WRIST, POSE_RIGHT_WRIST]]
+    if not np.isfinite(wrists).all() or not hands:
+        return None
+    scale = np.array([aspect, 1.0])
+
+    def cost(hand: _Hand, side: int) -> float:
+        span = hand_scale(hand.points[:, :2] * scale) or 1e-3
+        return float(np.linalg.norm((hand.points[0, :2] - wrists[side, :2]) * scale)) / span
+
+    if len(hands) == 1:
+        to_left, to_right = cost(hands[0], 0), cost(hands[0], 1)
+        if min(to_left, to_right) >= params.pose_match_ratio * max(to_left, to_right):
+            return None
+        return {"left" if to_left < to_right else "right": hands[0]}
+    straight = cost(hands[0], 0) + cost(hands[1], 1)  # hand 0 left, hand 1 right
+    crossed = cost(hands[0], 1) + cost(hands[1], 0)
+    if min(straight, crossed) >= params.pose_match_ratio * max(straight, crossed):
+        return None
+    if straight < crossed:
+        return {"left": hands[0], "right": hands[1]}
+    return {"left": hands[1], "right": hands[0]}
+
+
+class MediaPipeBackend:
+    """MediaPipe models, loaded once; `process(frames)` extracts one clip."""
+
+    def __init__(self, params: MediaPipeParams | None = None) -> None:
+        import mediapipe as mp  # lazy: heavy, and absent on some machines
+
+        self.params = params or MediaPipeParams()
+        solutions = mp.solutions
+        p = self.params
+        self.hands = solutions.hands.Hands(
+            static_image_mode=False,
+            max_num_hands=p.max_num_hands,
+            model_complexity=p.hand_complexity,
+            min_detection_confidence=p.min_detection_confidence,
+            min_tracking_confidence=p.min_tracking_confidence,
+        )
+        self.pose = (
+            solutions.pose.Pose(
+                static_image_mode=False,
+                model_complexity=1,  # 0 and 2 download their model at first use
+                min_detection_confidence=0.5,
+                min_tracking_confidence=0.5,
+            )
+            if p.pose
+            else None
+        )
+        self.person = solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def close(self) -> None:
+        for model in (self.hands, self.pose, self.person):
+            if model is not None:
+                model.close()
+
+    def reset(self) -> None:
+        """Forget the tracking state (called before every clip)."""
+        for model in (self.hands, self.pose, self.person):
+            if model is not None:
+                model.reset()
+
+    def process(
+        self, frames: np.ndarray, seg_shape: tuple[int, int], video_id: str = ""
+    ) -> ClipExtraction:
+        """Extract one clip.
+
+        frames: (T, H, W, 3) uint8 RGB showing the clip's field of view (any resolution).
+        seg_shape: (Hs, Ws) of the part maps. Returns normalized clip coordinates.
+        """
+        started = time.perf_counter()
+        self.reset()
+        out = empty_extraction(video_id, frames.shape[0], seg_shape)
+        for t in range(frames.shape[0]):
+            self._frame(np.ascontiguousarray(frames[t]), t, out)
+        out.backend = "mediapipe"
+        out.extract_width, out.extract_height = frames.shape[2], frames.shape[1]
+        out.seconds = time.perf_counter() - started
+        return out
+
+    def _frame(self, frame: np.ndarray, t: int, out: ClipExtraction) -> None:
+        """Run the models on frame t (`(H, W, 3)` uint8) and fill row t of `out`."""
+        import cv2
+
+        seg_shape = out.part_maps.shape[1:]
+        pose = self._pose(frame)
+        if pose is not None:
+            out.pose[t] = pose
+            out.pose_score[t] = float(np.mean(pose[UPPER_BODY, 3]))
+        aspect = frame.shape[1] / frame.shape[0]
+        sides = assign_sides(self._hands(frame), pose, aspect, self.params)
+        grid_hands = {}
+        for side, coords, scores in (
+            ("left", out.left_hand, out.left_score),
+            ("right", out.right_hand, out.right_score),
+        ):
+            if side in sides:
+                coords[t] = sides[side].points
+                scores[t] = sides[side].score
+                grid_hands[side] = normalized_to_grid(coords[t], seg_shape)
+        person = None
+        mask = self.person.process(frame).segmentation_mask
+        if mask is not None:
+            small = cv2.resize(mask, (seg_shape[1], seg_shape[0]), interpolation=cv2.INTER_AREA)
+            person = small > self.params.person_threshold
+            out.person_found[t] = bool(person.any())
+        out.part_maps[t] = rasterize_frame(
+            seg_shape,
+            grid_hands.get("left"),
+            grid_hands.get("right"),
+            None if pose is None else normalized_to_grid(pose, seg_shape),
+            person if out.person_found[t] else None,
+            self.params.raster,
+        )
+        box = face_box(out.part_maps[t])
+        if box is not None:
+            out.face_box[t] = box
+            out.face_score[t] = float(np.nanmean(out.pose[t, FACE_POINTS, 3]))
+
+    def _pose(self, frame: np.ndarray) -> np.ndarray | None:
+        if self.pose is None:
+            return None
+        result = self.pose.process(frame)
+        if result.pose_landmarks is None:
+            return None
+        return _landmarks_array(result.pose_landmarks, with_visibility=True)
+
+    def _hands(self, frame: np.ndarray) -> list[_Hand]:
+        result = self.hands.process(frame)
+        if not result.multi_hand_landmarks:
+            return []
+        hands = []
+        for landmarks, handedness in zip(
+            result.multi_hand_landmarks, result.multi_handedness, strict=True
+        ):
+            best = handedness.classification[0]
+            hands.append(
+                _Hand(
+                    points=_landmarks_array(landmarks, with_visibility=False),
+                    side=classifier_side(best.label, self.params.mirrored_input),
+                    score=float(best.score),
+                )
+            )
+        return hands
