@@ -69,7 +69,8 @@ def test_rerun_skips_force_recomputes_and_changes_invalidate(tmp_path: Path) -> 
     assert computed == 1 and grown.counts == {"ok": 1, "skipped": 2}
     # another config hash is not up to date either
     assert store.is_up_to_date("ds", "toy", "v1", "h2", CODE_VERSION, {"items": "a,b,c"}) is None
-    assert store.is_up_to_date("ds", "toy", "v1", "h1", CODE_VERSION + 1, {"items": "a,b,c"}) is None
+    newer_code = CODE_VERSION + 1
+    assert store.is_up_to_date("ds", "toy", "v1", "h1", newer_code, {"items": "a,b,c"}) is None
 
 
 def test_fingerprint_changes_with_outputs() -> None:
