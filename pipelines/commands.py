@@ -8,12 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-REGISTER: list[Callable[[Any, Callable[[Any], None]], None]] = []
+from . import inspect_cmd, predict_cmd
 
-from . import predict_cmd  # noqa: E402  predict, export-encoder
-
-REGISTER.append(predict_cmd.register)
-
-from . import inspect_cmd  # noqa: E402  inspect
-
-REGISTER.append(inspect_cmd.register)
+REGISTER: list[Callable[[Any, Callable[[Any], None]], None]] = [
+    inspect_cmd.register,  # inspect VIDEO_ID [--masks]
+    predict_cmd.register,  # predict VIDEO..., export-encoder
+]
