@@ -12,10 +12,14 @@
 2. Real clips (`--data`): each folder of the shared real data is ingested, decoded and extracted
    the same way; the hand detection rate is the share of frames in which at least one hand was
    found (per hand too). `--clips N` takes every k-th clip so that about N clips per folder are
-   used (0: all). `--frames-from clip,source` runs the real folders once per choice on the same
-   clips, to choose where extraction reads its frames.
+   used (0: all). `--reference` also runs plain MediaPipe Hands (tracking, same thresholds) over
+   every native frame of the same sign windows, the reference the stage is compared with; and
+   the share of found hands within 2 palm lengths of a pose wrist shows they are real hands.
+3. `--frames-from clip,source` runs both parts once per choice on the same clips, to choose
+   where extraction reads its frames.
 
-    .venv/bin/python bench/bench_extract_accuracy.py --data ../shared/data/real --clips 40
+    .venv/bin/python bench/bench_extract_accuracy.py --data ../shared/data/real --clips 0 \
+        --reference
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from signmae_core.clips import read_clip_meta  # noqa: E402
 from signmae_core.config import DatasetConfig, RayConfig, SynthConfig, load_config  # noqa: E402
 from signmae_core.extract.encoding import BODY, FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
 from signmae_core.extract.oracle_backend import oracle_extract  # noqa: E402
+from signmae_core.extract.rasterize import hand_scale  # noqa: E402
 from signmae_core.extract.schema import iter_clips, read_extraction  # noqa: E402
 from signmae_core.synth import generate, read_ground_truth  # noqa: E402
 
@@ -179,6 +184,16 @@ def real_rates(extract_dir: str) -> dict[str, float]:
     ).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
     frames = sum(r["num_frames"] for r in ok)
+    near = judged = 0
+    for clip in iter_clips(extract_dir):  # plausibility: found hands lie at the pose's wrists
+        for t in np.flatnonzero(clip.pose_found):
+            wrists = clip.pose[t, [15, 16], :2]
+            for hand in (clip.left_hand[t], clip.right_hand[t]):
+                if np.isnan(hand[0, 0]):
+                    continue
+                judged += 1
+                span = max(hand_scale(hand[:, :2]), 1e-6)
+                near += np.linalg.norm(wrists - hand[0, :2], axis=1).min() <= 2 * span
     return {
         "clips ok": len(ok),
         "failed": len(table) - len(ok),
@@ -186,9 +201,48 @@ def real_rates(extract_dir: str) -> dict[str, float]:
         "any hand": sum(r["hand_frames"] for r in ok) / max(1, frames),
         "left": sum(r["left_frames"] for r in ok) / max(1, frames),
         "right": sum(r["right_frames"] for r in ok) / max(1, frames),
+        "near pose wrist": near / max(1, judged),
         "frames per CPU s": frames / max(1e-9, sum(r["cpu_seconds"] for r in ok)),
-        "frames per worker s": frames / max(1e-9, sum(r["seconds"] for r in ok)),
     }
+
+
+def reference_task(path: str, start: int, end: int, settings: dict[str, Any]) -> tuple[int, int]:
+    """Ray task: plain MediaPipe Hands (tracking) over every native frame of one sign window;
+    returns (frames, frames with a hand)."""
+    import mediapipe as mp
+
+    from signmae_core.ingest.source import iter_window_frames, open_video
+
+    hands = mp.solutions.hands.Hands(
+        static_image_mode=False, max_num_hands=settings["max_num_hands"],
+        model_complexity=settings["hand_model_complexity"],
+        min_detection_confidence=settings["min_detection_confidence"],
+        min_tracking_confidence=settings["min_tracking_confidence"],
+    )
+    container, stream = open_video(path)
+    frames = found = 0
+    try:
+        for _, frame in iter_window_frames(container, stream, start, end):
+            image = frame.to_ndarray(format="rgb24")
+            found += hands.process(image).multi_hand_landmarks is not None
+            frames += 1
+    finally:
+        container.close()
+        hands.close()
+    return frames, found
+
+
+def reference_rate(cfg: Any, dataset: DatasetConfig) -> float:
+    """Plain MediaPipe Hands at the source's own resolution and frame rate, every frame of each
+    ok clip's window: the reference the stage's detection rate is compared with."""
+    rows = [r for r in ingest.load_manifest(cfg, dataset).to_pylist() if r["status"] == "ok"]
+    settings = cfg.extract.model_dump()
+    jobs = ((r["video_id"], (r["uri"], r["frame_start"], r["frame_end"], settings)) for r in rows)
+    frames = found = 0
+    for _, result, error in ingest.map_bounded(reference_task, jobs, max_in_flight=4):
+        if error is None:
+            frames, found = frames + result[0], found + result[1]
+    return found / max(1, frames)
 
 
 def run_real(args: argparse.Namespace, tmp: Path) -> None:
@@ -207,18 +261,22 @@ def run_real(args: argparse.Namespace, tmp: Path) -> None:
                 continue
             run_stages(cfg, dataset)
             _, extract_dir = extract.current(cfg, dataset)
-            results.setdefault(dataset.name, {})[frames_from] = real_rates(extract_dir)
+            rates = real_rates(extract_dir)
+            if args.reference:
+                rates["plain Hands"] = reference_rate(cfg, dataset)
+            results.setdefault(dataset.name, {})[frames_from] = rates
     subset = f"about {args.clips} clips per csv folder" if args.clips else "every clip"
     print(f"\n## Real clips ({subset}; clips {args.decode_size} px, extraction frames from "
           f"the source at up to {args.resolution} px when `source`)\n")
     print("| folder | frames from | clips ok | failed | frames | any hand | left | right | "
-          "frames/CPU s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "hands near a pose wrist | plain Hands, native frames | frames/CPU s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, per_choice in results.items():
         for choice, r in per_choice.items():
+            plain = f"{r['plain Hands']:.1%}" if "plain Hands" in r else "-"
             print(f"| {name} | {choice} | {r['clips ok']} | {r['failed']} | {r['frames']} | "
                   f"{r['any hand']:.1%} | {r['left']:.1%} | {r['right']:.1%} | "
-                  f"{r['frames per CPU s']:.1f} |")
+                  f"{r['near pose wrist']:.1%} | {plain} | {r['frames per CPU s']:.1f} |")
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -240,6 +298,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=40, help="clips per csv folder (0: all)")
     parser.add_argument("--folders", default="", help="only these real folders (comma list)")
     parser.add_argument("--frames-from", default="auto", help="comma list: auto, clip, source")
+    parser.add_argument("--reference", action="store_true",
+                        help="also run plain MediaPipe Hands on every native frame (real data)")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--decode-size", type=int, default=224)

@@ -9,6 +9,7 @@ catch: the pipeline runs each worker in its own process with a per-clip timeout.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +153,9 @@ class ClipExtractor:
     def _source_video(self, job: ClipJob, meta: ClipMeta) -> Path:
         if job.source_path:
             return Path(job.source_path)
-        root = self.dataset_root.resolve()
-        path = (root / meta.source_path).resolve()
+        # Lexical check (a dataset of symbolic links is fine; `..` out of the root is not).
+        root = Path(os.path.abspath(self.dataset_root))
+        path = Path(os.path.normpath(root / meta.source_path))
         if not path.is_relative_to(root):
             raise ValueError(f"source path {meta.source_path!r} lies outside the dataset root")
         return path
