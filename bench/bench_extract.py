@@ -38,6 +38,7 @@ from signmae_core.clips import read_clip_meta  # noqa: E402
 from signmae_core.config import DatasetConfig, RayConfig, load_config  # noqa: E402
 from signmae_core.extract.schema import read_extraction  # noqa: E402
 from signmae_core.extract.worker import ClipExtractor, mediapipe_params  # noqa: E402
+from signmae_core.store import ArtifactStore  # noqa: E402
 
 
 def start_ray(cpus: int, temp_dir: str) -> None:
@@ -51,7 +52,7 @@ def start_ray(cpus: int, temp_dir: str) -> None:
 
 def stage_frames(cfg: Any, dataset: DatasetConfig) -> list[Any]:
     """The frames the stage extracts from, per clip, read as the stage's workers read them."""
-    jobs = extract._jobs(cfg, dataset, ingest.store_for(cfg))
+    jobs = extract._jobs(cfg, dataset, ArtifactStore.from_config(cfg.store))
     reader = ClipExtractor(cfg.extract.model_copy(update={"backend": "oracle"}), dataset.root)
     clips = []
     for job in jobs.values():

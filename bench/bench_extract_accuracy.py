@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines import decode, extract, ingest  # noqa: E402
-from pipelines.ray_runtime import ensure_ray  # noqa: E402
+from pipelines.ray_runtime import ensure_ray, map_bounded  # noqa: E402
 from signmae_core.clips import read_clip_meta  # noqa: E402
 from signmae_core.config import DatasetConfig, RayConfig, SynthConfig, load_config  # noqa: E402
 from signmae_core.extract.encoding import BODY, FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
@@ -239,7 +239,7 @@ def reference_rate(cfg: Any, dataset: DatasetConfig) -> float:
     settings = cfg.extract.model_dump()
     jobs = ((r["video_id"], (r["uri"], r["frame_start"], r["frame_end"], settings)) for r in rows)
     frames = found = 0
-    for _, result, error in ingest.map_bounded(reference_task, jobs, max_in_flight=4):
+    for _, result, error in map_bounded(reference_task, jobs, max_in_flight=4):
         if error is None:
             frames, found = frames + result[0], found + result[1]
     return found / max(1, frames)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,7 +38,6 @@ from signmae_core.clips import (
 )
 from signmae_core.config import DecodeConfig, PipelineConfig
 from signmae_core.config.ingest import DatasetConfig
-from signmae_core.errors import InputError
 from signmae_core.ingest.manifest import read_manifest
 from signmae_core.ingest.source import (
     SourceError,
@@ -56,7 +54,8 @@ from signmae_core.store import (
 )
 
 from . import ingest
-from .ray_runtime import ensure_ray
+from .progress import Progress, print_failures
+from .ray_runtime import cluster_cpus, ensure_ray, map_bounded, one_thread_per_worker
 
 CODE_VERSION = 1
 STAGE = "decode"
@@ -156,7 +155,7 @@ def decode_task(
     job: dict[str, Any], settings: dict[str, Any], store: ArtifactStore, final: str, rel: str
 ) -> dict[str, Any]:
     """Ray task: decode one video and publish its clip atomically; never raises for bad input."""
-    ingest._worker_init()
+    one_thread_per_worker()
     started, started_cpu = time.perf_counter(), time.process_time()
     result: dict[str, Any] = {"video_id": job["video_id"], "source_key": job["source_key"]}
     try:
@@ -217,7 +216,7 @@ def _results_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> StageRecord:
     """Decode one dataset's ok videos into clips; returns the stage record."""
-    store = ingest.store_for(cfg)
+    store = ArtifactStore.from_config(cfg.store)
     ingest_record, manifest_path = ingest.current(cfg, dataset, store)
     version = decode_version(cfg, dataset)
     config_hash = decode_config_hash(cfg)
@@ -297,7 +296,7 @@ def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> Sta
             ),
             truncated=sum(1 for r in results.values() if r.get("truncated")),
         )
-        _print_failures(dataset, [r for r in results.values() if r["status"] == "failed"])
+        print_failures(f"decode {dataset.name}", results.values())
         return writer.commit(
             format="smclip (JPEG frames in one file)",
             fps=cfg.decode.fps,
@@ -319,7 +318,7 @@ def _decode_all(
         return
     ensure_ray(cfg.ray)
     settings = cfg.decode.model_dump(mode="json")
-    progress = ingest.Progress(f"decode {dataset.name}", len(todo))
+    progress = Progress(f"decode {dataset.name}", len(todo))
     jobs = (
         (
             job["video_id"],
@@ -333,9 +332,9 @@ def _decode_all(
         )
         for job in todo
     )
-    in_flight = cfg.decode.max_in_flight or 2 * ingest.cluster_cpus()
+    in_flight = cfg.decode.max_in_flight or 2 * cluster_cpus()
     keys = {job["video_id"]: job["source_key"] for job in todo}
-    for key, result, error in ingest.map_bounded(
+    for key, result, error in map_bounded(
         decode_task, jobs, max_in_flight=in_flight, timeout_s=cfg.decode.timeout_s
     ):
         if error is not None:
@@ -349,13 +348,6 @@ def _decode_all(
         yield result
 
 
-def _print_failures(dataset: DatasetConfig, failed: list[dict[str, Any]], limit: int = 5) -> None:
-    for row in failed[:limit]:
-        print(f"[decode {dataset.name}] failed {row['video_id']}: {row['error']}", file=sys.stderr)
-    if len(failed) > limit:
-        print(f"[decode {dataset.name}] ... {len(failed) - limit} more failed", file=sys.stderr)
-
-
 # ---- for downstream stages ---------------------------------------------------------------------
 def current(
     cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None
@@ -365,19 +357,20 @@ def current(
     Clips are `<folder>/<clip>` for the `clip` column of `<folder>/clips.parquet` (rows with
     status ok). Raises InputError when decode has not run (or not finished) for this config.
     """
-    store = store or ingest.store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     version = decode_version(cfg, dataset)
-    record = store.read_record(dataset.name, STAGE, version)
-    if record is None:
-        raise InputError(
-            f"no decode output for dataset {dataset.name} (version {version}): "
-            f"run `signmae run decode --dataset {dataset.name}` first"
-        )
+    record = store.require_record(
+        dataset.name,
+        STAGE,
+        version,
+        what=f"decode output for dataset {dataset.name}",
+        command=f"signmae run decode --dataset {dataset.name}",
+    )
     return record, store.stage_dir(dataset.name, STAGE, version)
 
 
 def load_clips(cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None):
     """The decode results table (`clips.parquet`) of the current decode output, as Arrow."""
-    store = store or ingest.store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     _, folder = current(cfg, dataset, store)
     return pq.read_table(f"{folder}/{RESULTS_NAME}", filesystem=store.fs)

@@ -39,7 +39,8 @@ from signmae_core.extract.schema import STATUS_OK, failed_row, write_part
 from signmae_core.store import ArtifactStore, StageRecord, StageWriter
 
 from . import decode, ingest
-from .ray_runtime import ensure_ray
+from .progress import Progress
+from .ray_runtime import cluster_cpus, ensure_ray, task_error
 
 CODE_VERSION = 1
 STAGE = "extract"
@@ -67,14 +68,15 @@ def current(
     Read it with `signmae_core.extract.read_extraction(folder)` / `iter_clips(folder)`.
     Raises InputError when extraction has not run (or not finished) for this config.
     """
-    store = store or ingest.store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     version = extract_version(cfg, dataset)
-    record = store.read_record(dataset.name, STAGE, version)
-    if record is None:
-        raise InputError(
-            f"no extraction output for dataset {dataset.name} (version {version}): "
-            f"run `signmae run extract --dataset {dataset.name}` first"
-        )
+    record = store.require_record(
+        dataset.name,
+        STAGE,
+        version,
+        what=f"extraction output for dataset {dataset.name}",
+        command=f"signmae run extract --dataset {dataset.name}",
+    )
     return record, store.stage_dir(dataset.name, STAGE, version)
 
 
@@ -155,7 +157,7 @@ def map_actors(
                     outcomes.append((key, None, f"worker died: {_one_line(exc)}"))
                     start_actor()
                 except ray.exceptions.RayError as exc:
-                    outcomes.append((key, None, ingest._task_error(exc)))
+                    outcomes.append((key, None, task_error(exc)))
                     idle.append(actor)
             now = time.monotonic()
             for ref, (key, actor, started) in list(running.items()):
@@ -257,7 +259,7 @@ def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> Sta
             f"extract.backend=oracle needs the synthetic dataset's ground truth "
             f"({Path(dataset.root) / 'ground_truth'} not found); use the mediapipe backend"
         )
-    store = ingest.store_for(cfg)
+    store = ArtifactStore.from_config(cfg.store)
     decode_record, _ = decode.current(cfg, dataset, store)
     version = extract_version(cfg, dataset)
     chash = extract_config_hash(cfg)
@@ -339,12 +341,12 @@ def _extract_all(
 
     ensure_ray(cfg.ray)
     per_worker = cfg.extract.num_cpus_per_worker
-    workers = cfg.extract.num_workers or max(1, ingest.cluster_cpus() // per_worker)
-    workers = max(1, min(workers, len(todo), ingest.cluster_cpus() // per_worker or 1))
+    workers = cfg.extract.num_workers or max(1, cluster_cpus() // per_worker)
+    workers = max(1, min(workers, len(todo), cluster_cpus() // per_worker or 1))
     settings = cfg.extract.model_dump(mode="json")
     actor_class = ray.remote(num_cpus=per_worker, max_restarts=0)(ExtractActor)
     keys = {job.video_id: job.clip_key for job in todo}
-    progress = ingest.Progress(f"extract {dataset.name}", len(todo))
+    progress = Progress(f"extract {dataset.name}", len(todo))
     for video_id, row, error in map_actors(
         lambda: actor_class.remote(settings, dataset.root),
         "extract",

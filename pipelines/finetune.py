@@ -90,12 +90,13 @@ def current(
     store = store or local_store(cfg)
     _, hashed, inputs, _ = plan(cfg, datasets, store)
     version = stage_version(hashed, inputs)
-    record = store.read_record(STAGE_DATASET, STAGE_NAME, version)
-    if record is None:
-        raise InputError(
-            f"no finetuned classifier for this config (version {version}): "
-            "run `signmae run finetune` first"
-        )
+    record = store.require_record(
+        STAGE_DATASET,
+        STAGE_NAME,
+        version,
+        what="finetuned classifier for this config",
+        command="signmae run finetune",
+    )
     return record, store.stage_dir(STAGE_DATASET, STAGE_NAME, version)
 
 

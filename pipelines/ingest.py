@@ -15,10 +15,7 @@ reuse their earlier probe.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -46,110 +43,18 @@ from signmae_core.ingest.manifest import (
 )
 from signmae_core.store import ArtifactStore, StageRecord, atomic_output
 
-from .ray_runtime import ensure_ray
+from .progress import Progress, print_failures
+from .ray_runtime import cluster_cpus, ensure_ray, map_bounded, one_thread_per_worker
 
 CODE_VERSION = 1
 SHARED_CLASSES_LOCK = "classes"
 
 
-# ---- bounded parallel map over Ray (also used by the decode stage) ------------------------------
-class Progress:
-    """Console progress for a stage: one line at most every `every_s` seconds, and at the end."""
-
-    def __init__(self, label: str, total: int, every_s: float = 2.0) -> None:
-        self.label, self.total, self.every_s = label, total, every_s
-        self.counts: Counter[str] = Counter()
-        self.started = self.last = time.monotonic()
-
-    def update(self, status: str) -> None:
-        self.counts[status] += 1
-        now = time.monotonic()
-        if now - self.last >= self.every_s or sum(self.counts.values()) == self.total:
-            self.last = now
-            self.print()
-
-    def print(self) -> None:
-        done = sum(self.counts.values())
-        rate = done / max(1e-9, time.monotonic() - self.started)
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-        line = f"[{self.label}] {done}/{self.total} ({parts}) {rate:.1f}/s"
-        print(line, file=sys.stderr, flush=True)
-
-
-def cluster_cpus() -> int:
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def map_bounded(
-    func: Callable[..., Any],
-    jobs: Iterable[tuple[str, tuple[Any, ...]]],
-    *,
-    max_in_flight: int,
-    timeout_s: float | None = None,
-) -> Iterator[tuple[str, Any, str | None]]:
-    """Run `func(*args)` as Ray tasks (1 CPU each), at most `max_in_flight` at a time.
-
-    `jobs` is consumed lazily, so memory holds only the tasks in flight. Yields
-    `(key, result, error)` in completion order; `error` is a one-line reason when the task raised,
-    its worker died, or it ran past `timeout_s` (then it is cancelled). Never raises for a task.
-    """
-    import ray
-
-    remote = ray.remote(num_cpus=1, max_retries=0)(func)
-    pending: dict[Any, tuple[str, float]] = {}
-    job_iter = iter(jobs)
-    exhausted = False
-    while pending or not exhausted:
-        while not exhausted and len(pending) < max_in_flight:
-            try:
-                key, args = next(job_iter)
-            except StopIteration:
-                exhausted = True
-                break
-            pending[remote.remote(*args)] = (key, time.monotonic())
-        if not pending:
-            break
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        for ref in done:
-            key, _ = pending.pop(ref)
-            try:
-                yield key, ray.get(ref), None
-            except ray.exceptions.TaskCancelledError:
-                yield key, None, f"timed out after {timeout_s:.0f} s"
-            except ray.exceptions.RayError as exc:
-                yield key, None, _task_error(exc)
-        if timeout_s is not None:
-            now = time.monotonic()
-            for ref, (_, started) in list(pending.items()):
-                if now - started > timeout_s:
-                    ray.cancel(ref, force=True)
-
-
-def _task_error(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None)
-    if cause is not None:
-        return f"{type(cause).__name__}: {' '.join(str(cause).split())}"[:300]
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-
-
-def _worker_init() -> None:
-    """One thread per worker: video decoding parallelizes across workers, not inside them."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 # ---- the stage ---------------------------------------------------------------------------------
 def probe_task(path: str, limits: dict[str, Any]) -> dict[str, Any]:
     """Ray task: probe one video (see `signmae_core.ingest.probe`)."""
-    _worker_init()
+    one_thread_per_worker()
     return probe_video(path, IngestConfig.model_validate(limits)).to_dict()
-
-
-def store_for(cfg: PipelineConfig) -> ArtifactStore:
-    return ArtifactStore(cfg.store.root, lock_timeout_s=cfg.store.lock_timeout_s)
 
 
 def shared_classes_path(store: ArtifactStore, dataset: DatasetConfig) -> str:
@@ -205,7 +110,7 @@ def _probe_all(
 
 def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> StageRecord:
     """Ingest one dataset; returns the stage record (at once when already up to date)."""
-    store = store_for(cfg)
+    store = ArtifactStore.from_config(cfg.store)
     version = ingest_version(cfg, dataset)
     config_hash = ingest_config_hash(cfg, dataset)
     planned = plan_videos(dataset)
@@ -251,7 +156,7 @@ def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> Sta
             probed=len(todo),
             skipped=len(probes) - len(todo),
         )
-        _print_failures(dataset, rows)
+        print_failures(f"ingest {dataset.name}", rows)
         return writer.commit(
             classes=len(classes), classes_added=len(added), failure_reasons=dict(failures)
         )
@@ -265,14 +170,6 @@ def _reason_kind(error: str | None) -> str:
     return " ".join(text.split())[:60]
 
 
-def _print_failures(dataset: DatasetConfig, rows: list[dict[str, Any]], limit: int = 5) -> None:
-    failed = [r for r in rows if r["status"] == "failed"]
-    for row in failed[:limit]:
-        print(f"[ingest {dataset.name}] failed {row['video_id']}: {row['error']}", file=sys.stderr)
-    if len(failed) > limit:
-        print(f"[ingest {dataset.name}] ... {len(failed) - limit} more failed", file=sys.stderr)
-
-
 # ---- for downstream stages ---------------------------------------------------------------------
 def current(
     cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None
@@ -281,19 +178,20 @@ def current(
 
     Raises InputError when ingest has not run (or not finished) for this config.
     """
-    store = store or store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     version = ingest_version(cfg, dataset)
-    record = store.read_record(dataset.name, STAGE, version)
-    if record is None:
-        raise InputError(
-            f"no ingest output for dataset {dataset.name} (version {version}): "
-            f"run `signmae run ingest --dataset {dataset.name}` first"
-        )
+    record = store.require_record(
+        dataset.name,
+        STAGE,
+        version,
+        what=f"ingest output for dataset {dataset.name}",
+        command=f"signmae run ingest --dataset {dataset.name}",
+    )
     return record, f"{store.stage_dir(dataset.name, STAGE, version)}/{MANIFEST_NAME}"
 
 
 def load_manifest(cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None):
     """The current manifest as an Arrow table (`.to_pandas()` for a DataFrame)."""
-    store = store or store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     _, path = current(cfg, dataset, store)
     return read_manifest(path, filesystem=store.fs)

@@ -197,10 +197,11 @@ def load_inspection(cfg: Any, dataset: Any, video_id: str) -> Inspection:
     """The stored clip and the extraction of `video_id` under this config's current outputs."""
     from signmae_core.clips import read_clip
     from signmae_core.extract.schema import ExtractionError, load_clip
+    from signmae_core.store import ArtifactStore
 
-    from . import decode, extract, ingest
+    from . import decode, extract
 
-    store = ingest.store_for(cfg)
+    store = ArtifactStore.from_config(cfg.store)
     _, decode_dir = decode.current(cfg, dataset, store)
     rows = [r for r in decode.load_clips(cfg, dataset, store).to_pylist()
             if r["video_id"] == video_id]

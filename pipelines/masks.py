@@ -42,7 +42,8 @@ from signmae_core.store import (
     publish,
 )
 
-from .ingest import Progress, cluster_cpus, map_bounded, store_for
+from .progress import Progress
+from .ray_runtime import cluster_cpus, ensure_ray, map_bounded
 
 STAGE = "masks"
 CODE_VERSION = 1
@@ -87,18 +88,18 @@ def current(
     `masks.version` when set; otherwise the version this config makes from the current
     extraction output. Raises InputError when that version has not been computed.
     """
-    store = store or store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     version = cfg.masks.version
     if version is None:
         extraction_record, _ = _extraction(cfg, dataset, store)
         version = mask_version(cfg, extraction_record)
-    record = store.read_record(dataset.name, STAGE, version)
-    if record is None:
-        known = ", ".join(store.versions(dataset.name, STAGE)) or "none"
-        raise InputError(
-            f"no mask fields for dataset {dataset.name} (version {version}; computed: {known}): "
-            f"run `signmae run masks --dataset {dataset.name}` first"
-        )
+    record = store.require_record(
+        dataset.name,
+        STAGE,
+        version,
+        what=f"mask fields for dataset {dataset.name}",
+        command=f"signmae run masks --dataset {dataset.name}",
+    )
     return record, f"{store.stage_dir(dataset.name, STAGE, version)}/{FIELDS_DIR}"
 
 
@@ -106,7 +107,7 @@ def open_fields(
     cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None
 ) -> FieldReader:
     """A random-access `FieldReader` over the mask output `current` chooses."""
-    store = store or store_for(cfg)
+    store = store or ArtifactStore.from_config(cfg.store)
     record, _ = current(cfg, dataset, store)
     folder = store.stage_dir(dataset.name, STAGE, record.version)
     paths = [f"{folder}/{o.path}" for o in record.outputs if o.path.startswith(f"{FIELDS_DIR}/")]
@@ -214,7 +215,7 @@ def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> Sta
     """
     from signmae_core.extract.schema import part_files
 
-    store = store_for(cfg)
+    store = ArtifactStore.from_config(cfg.store)
     extraction_record, extraction_dir = _extraction(cfg, dataset, store)
     version = mask_version(cfg, extraction_record)
     chash = masks_config_hash(cfg)
@@ -257,7 +258,6 @@ def _compute(
     files: list[Path],
     force: bool,
 ) -> StageRecord:
-    from .ray_runtime import ensure_ray
 
     params = FieldParams.from_config(cfg.masks)
     metadata = {
@@ -426,7 +426,7 @@ def inspect_masks(
 
     from . import decode
 
-    store = store_for(cfg)
+    store = ArtifactStore.from_config(cfg.store)
     _, folder = decode.current(cfg, dataset, store)
     rows = [
         r for r in decode.load_clips(cfg, dataset, store).to_pylist() if r["video_id"] == video_id

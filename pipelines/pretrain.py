@@ -18,7 +18,6 @@ from its newest checkpoint when started again with the same config.
 from __future__ import annotations
 
 from signmae_core.config import DatasetConfig, PipelineConfig, config_hash
-from signmae_core.errors import InputError
 from signmae_core.store import ArtifactStore, StageRecord
 
 from .training import (
@@ -63,12 +62,13 @@ def current(
     store = store or local_store(cfg)
     _, hashed, inputs = plan(cfg, datasets, store)
     version = stage_version(hashed, inputs)
-    record = store.read_record(STAGE_DATASET, STAGE_NAME, version)
-    if record is None:
-        raise InputError(
-            f"no pretrained encoder for this config (version {version}): "
-            "run `signmae run pretrain` first"
-        )
+    record = store.require_record(
+        STAGE_DATASET,
+        STAGE_NAME,
+        version,
+        what="pretrained encoder for this config",
+        command="signmae run pretrain",
+    )
     return record, store.stage_dir(STAGE_DATASET, STAGE_NAME, version)
 
 

@@ -1,8 +1,12 @@
-"""Getting a Ray cluster: connect to `RAY_ADDRESS` when set, otherwise start a local one.
+"""Ray for the stages: getting a cluster, and running one task per item with bounded memory.
 
+`ensure_ray` connects to `RAY_ADDRESS` (or `ray.address`) when set, otherwise starts a local Ray.
 Only what this module started is shut down again; a cluster we merely connected to is left
 running. A local Ray keeps its temporary files under a short folder (Ray's Unix socket paths
 break past 107 bytes) and starts without a dashboard unless the config asks for one.
+
+`map_bounded` runs a function as Ray tasks over a lazy stream of jobs, a bounded number in
+flight, turning a task's exception, dead worker or timeout into a one-line reason.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from signmae_core.config import RayConfig
 
@@ -63,3 +69,71 @@ def ray_session(config: RayConfig | None = None) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+# ---- tasks -------------------------------------------------------------------------------------
+def cluster_cpus() -> int:
+    """CPUs of the Ray cluster this process is connected to."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def one_thread_per_worker() -> None:
+    """Called at the start of a task: video decoding parallelizes across workers, not inside."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def map_bounded(
+    func: Callable[..., Any],
+    jobs: Iterable[tuple[str, tuple[Any, ...]]],
+    *,
+    max_in_flight: int,
+    timeout_s: float | None = None,
+) -> Iterator[tuple[str, Any, str | None]]:
+    """Run `func(*args)` as Ray tasks (1 CPU each), at most `max_in_flight` at a time.
+
+    `jobs` is consumed lazily, so memory holds only the tasks in flight. Yields
+    `(key, result, error)` in completion order; `error` is a one-line reason when the task raised,
+    its worker died, or it ran past `timeout_s` (then it is cancelled). Never raises for a task.
+    """
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=0)(func)
+    pending: dict[Any, tuple[str, float]] = {}
+    job_iter = iter(jobs)
+    exhausted = False
+    while pending or not exhausted:
+        while not exhausted and len(pending) < max_in_flight:
+            try:
+                key, args = next(job_iter)
+            except StopIteration:
+                exhausted = True
+                break
+            pending[remote.remote(*args)] = (key, time.monotonic())
+        if not pending:
+            break
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in done:
+            key, _ = pending.pop(ref)
+            try:
+                yield key, ray.get(ref), None
+            except ray.exceptions.TaskCancelledError:
+                yield key, None, f"timed out after {timeout_s:.0f} s"
+            except ray.exceptions.RayError as exc:
+                yield key, None, task_error(exc)
+        if timeout_s is not None:
+            now = time.monotonic()
+            for ref, (_, started) in list(pending.items()):
+                if now - started > timeout_s:
+                    ray.cancel(ref, force=True)
+
+
+def task_error(exc: BaseException) -> str:
+    """A Ray task failure as a one-line reason (the task's own exception when there is one)."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {' '.join(str(cause).split())}"[:300]
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]

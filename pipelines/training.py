@@ -46,7 +46,7 @@ def training_settings(train: TrainConfig) -> dict[str, Any]:
 def local_store(cfg: PipelineConfig) -> ArtifactStore:
     """The store; training writes checkpoints as it goes, so its root must be a local path
     (or a mounted shared file system for multi-machine runs)."""
-    store = ArtifactStore(cfg.store.root, cfg.store.lock_timeout_s)
+    store = ArtifactStore.from_config(cfg.store)
     if not store.is_local:
         raise InputError(
             f"training stages need a local or mounted store root, not {cfg.store.root}"

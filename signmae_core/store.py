@@ -41,6 +41,9 @@ from typing import Any
 import pyarrow.fs as pafs
 from pydantic import BaseModel, Field
 
+from .config.runtime import StoreConfig
+from .errors import InputError
+
 RECORD_NAME = "_stage.json"
 TMP_PREFIX = ".tmp-"
 
@@ -131,6 +134,11 @@ class ArtifactStore:
             if not os.access(self.base, os.W_OK):
                 raise StoreError(f"store root {self.base} is not writable")
 
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> ArtifactStore:
+        """The store a pipeline config names (`store.root`, `store.lock_timeout_s`)."""
+        return cls(config.root, lock_timeout_s=config.lock_timeout_s)
+
     # ---- paths -------------------------------------------------------------------------------
     def stage_dir(self, dataset: str, stage: str, version: str | None = None) -> str:
         """Path (within the store's filesystem) of a stage output folder."""
@@ -177,6 +185,23 @@ class ArtifactStore:
         if not self.exists(path):
             return None
         return StageRecord.model_validate_json(self.read_bytes(path))
+
+    def require_record(
+        self, dataset: str, stage: str, version: str, what: str, command: str
+    ) -> StageRecord:
+        """The record of a completed stage version a later stage reads from.
+
+        Raises InputError naming `what` is missing, the versions that do exist and the
+        `command` that makes it, when that version has not run (or not finished).
+        """
+        record = self.read_record(dataset, stage, version)
+        if record is None:
+            known = ", ".join(self.versions(dataset, stage)) or "none"
+            raise InputError(
+                f"no {what} (version {version}; completed versions: {known}): "
+                f"run `{command}` first"
+            )
+        return record
 
     def is_up_to_date(
         self,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from signmae_core.config.runtime import StoreConfig
+from signmae_core.errors import InputError
 from signmae_core.store import RECORD_NAME, ArtifactStore, StageRecord, StoreError
 
 CODE_VERSION = 1
@@ -55,6 +57,19 @@ def test_record_is_written_last_and_describes_the_outputs(tmp_path: Path) -> Non
     assert not list(stage_dir.rglob(".tmp-*"))
     assert store.versions("ds", "toy") == ["v1"]
     assert store.datasets() == ["ds"]
+
+
+def test_require_record_names_what_is_missing_and_the_command_that_makes_it(
+    tmp_path: Path,
+) -> None:
+    store = ArtifactStore.from_config(StoreConfig(root=str(tmp_path)))
+    what, command = "toy output for dataset ds", "signmae run toy --dataset ds"
+    with pytest.raises(InputError, match=r"no toy output .*versions: none.*`signmae run toy"):
+        store.require_record("ds", "toy", "v1", what=what, command=command)
+    record, _ = toy_stage(store, ["a"], "h1")
+    assert store.require_record("ds", "toy", "v1", what=what, command=command) == record
+    with pytest.raises(InputError, match=r"version v2; completed versions: v1"):
+        store.require_record("ds", "toy", "v2", what=what, command=command)
 
 
 def test_rerun_skips_force_recomputes_and_changes_invalidate(tmp_path: Path) -> None:
