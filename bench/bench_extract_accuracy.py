@@ -15,8 +15,9 @@
    used (0: all). `--reference` also runs plain MediaPipe Hands (tracking, same thresholds) over
    every native frame of the same sign windows, the reference the stage is compared with; and
    the share of found hands within 2 palm lengths of a pose wrist shows they are real hands.
-3. `--frames-from clip,source` runs both parts once per choice on the same clips, to choose
-   where extraction reads its frames.
+3. `--variant "NAME: key=value key=value"` (repeatable) runs both parts once per variant of the
+   extraction settings on the same clips, to choose them by measurement; e.g.
+   `--variant "default:" --variant "clip frames: extract.frames_from=clip"`.
 
     .venv/bin/python bench/bench_extract_accuracy.py --data ../shared/data/real --clips 0 \
         --reference
@@ -96,12 +97,27 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else float("nan")
 
 
+def is_true_hand(
+    points: np.ndarray, truth: np.ndarray, in_view: np.ndarray, size: np.ndarray
+) -> bool:
+    """Whether a found hand (21, 3) lies on a rendered hand in view (either side): its landmarks
+    within half a hand span of the ground truth's (2, 21, 3), on average."""
+    for side in (0, 1):
+        own = truth[side, :, :2] * size
+        if not in_view[side] or np.isnan(own).any():
+            continue
+        span = np.ptp(own, axis=0).max()
+        if np.linalg.norm(points[:, :2] * size - own, axis=1).mean() < 0.5 * span:
+            return True
+    return False
+
+
 def synthetic_metrics(cfg: Any, dataset: DatasetConfig) -> dict[str, float]:
     """Compare the stage's MediaPipe output with the ground truth, clip by clip."""
     _, decode_dir = decode.current(cfg, dataset)
     _, extract_dir = extract.current(cfg, dataset)
     root = Path(dataset.root)
-    in_view = found = 0
+    in_view = found = detected = false = 0
     pck, hand_iou, face_iou, body_iou = [], [], [], []
     swapped = judged = 0
     for clip in iter_clips(extract_dir):
@@ -116,6 +132,9 @@ def synthetic_metrics(cfg: Any, dataset: DatasetConfig) -> dict[str, float]:
                 if view[t, hand]:
                     in_view += 1
                     found += hit
+                if hit:
+                    detected += 1
+                    false += not is_true_hand(clip.hands[t, hand], truth.hands[t], view[t], size)
                 if not hit or np.isnan(truth.hands[t, hand, 0, 0]):
                     continue
                 points = clip.hands[t, hand, :, :2] * size
@@ -136,6 +155,7 @@ def synthetic_metrics(cfg: Any, dataset: DatasetConfig) -> dict[str, float]:
     return {
         "hands in view": in_view,
         "hand detection rate": found / max(1, in_view),
+        "false hands (share of found)": false / max(1, detected),
         "PCK@0.1 (found hands)": float(np.mean(pck)),
         "hand-mask IoU (found hands)": float(np.nanmean(hand_iou)),
         "left/right swapped": swapped / max(1, judged),
@@ -153,22 +173,21 @@ def run_synthetic(args: argparse.Namespace, tmp: Path) -> None:
     generate(root, synth)
     dataset = DatasetConfig(name="synthetic", root=str(root))
     results = {}
-    for frames_from in args.frames_from.split(","):
+    for index, (name, changes) in enumerate(args.variants):
         cfg = load_config(
             None,
-            overrides(args, tmp, args.decode_size, tmp / f"store-synth-{frames_from}")
-            + [f"extract.frames_from={frames_from}"],
+            overrides(args, tmp, args.decode_size, tmp / f"store-synth-{index}") + changes,
             datasets=[dataset.model_dump()],
         )
         record, wall = run_stages(cfg, dataset)
-        results[frames_from] = synthetic_metrics(cfg, dataset)
+        results[name] = synthetic_metrics(cfg, dataset)
     print(
         f"\n## Synthetic: {record.counts['ok']} clips ({synth.classes} signs x "
         f"{synth.signers} signers, {synth.frames} frames), {synth.size} px videos, clips "
         f"{args.decode_size} px, part maps {args.seg_scale:g} x clip\n"
     )
     choices = list(results)
-    print("| metric | " + " | ".join(f"frames from {c}" for c in choices) + " |")
+    print("| metric | " + " | ".join(choices) + " |")
     print("|---|" + "---:|" * len(choices))
     for name in results[choices[0]]:
         values = [results[c][name] for c in choices]
@@ -232,11 +251,18 @@ def reference_task(path: str, start: int, end: int, settings: dict[str, Any]) ->
     return frames, found
 
 
+def reference_settings(cfg: Any) -> dict[str, Any]:
+    """The Hands settings of an extraction config that the plain reference loop uses too."""
+    names = ("max_num_hands", "hand_model_complexity", "min_detection_confidence",
+             "min_tracking_confidence")
+    return {name: getattr(cfg.extract, name) for name in names}
+
+
 def reference_rate(cfg: Any, dataset: DatasetConfig) -> float:
     """Plain MediaPipe Hands at the source's own resolution and frame rate, every frame of each
     ok clip's window: the reference the stage's detection rate is compared with."""
     rows = [r for r in ingest.load_manifest(cfg, dataset).to_pylist() if r["status"] == "ok"]
-    settings = cfg.extract.model_dump()
+    settings = reference_settings(cfg)
     jobs = ((r["video_id"], (r["uri"], r["frame_start"], r["frame_end"], settings)) for r in rows)
     frames = found = 0
     for _, result, error in map_bounded(reference_task, jobs, max_in_flight=4):
@@ -249,11 +275,12 @@ def run_real(args: argparse.Namespace, tmp: Path) -> None:
     data = Path(args.data).resolve()
     datasets = real_datasets(data, tmp / "real", args.clips)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for frames_from in args.frames_from.split(","):
-        store = tmp / f"store-{frames_from}"
+    references: dict[tuple[str, str], float] = {}
+    for index, (variant, changes) in enumerate(args.variants):
+        store = tmp / f"store-{index}"
         cfg = load_config(
-            None, overrides(args, tmp, args.decode_size, store) + [
-                f"extract.frames_from={frames_from}"],
+            None,
+            overrides(args, tmp, args.decode_size, store) + changes,
             datasets=[d.model_dump() for d in datasets],
         )
         for dataset in datasets:
@@ -262,13 +289,16 @@ def run_real(args: argparse.Namespace, tmp: Path) -> None:
             run_stages(cfg, dataset)
             _, extract_dir = extract.current(cfg, dataset)
             rates = real_rates(extract_dir)
-            if args.reference:
-                rates["plain Hands"] = reference_rate(cfg, dataset)
-            results.setdefault(dataset.name, {})[frames_from] = rates
+            if args.reference:  # once per folder and set of Hands settings
+                key = (dataset.name, repr(sorted(reference_settings(cfg).items())))
+                if key not in references:
+                    references[key] = reference_rate(cfg, dataset)
+                rates["plain Hands"] = references[key]
+            results.setdefault(dataset.name, {})[variant] = rates
     subset = f"about {args.clips} clips per csv folder" if args.clips else "every clip"
     print(f"\n## Real clips ({subset}; clips {args.decode_size} px, extraction frames from "
-          f"the source at up to {args.resolution} px when `source`)\n")
-    print("| folder | frames from | clips ok | failed | frames | any hand | left | right | "
+          f"the source at up to {args.resolution} px unless a variant says otherwise)\n")
+    print("| folder | variant | clips ok | failed | frames | any hand | left | right | "
           "hands near a pose wrist | plain Hands, native frames | frames/CPU s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, per_choice in results.items():
@@ -292,12 +322,21 @@ def overrides(
     ]
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`"NAME: a.b=1 c.d=x"` -> `("NAME", ["a.b=1", "c.d=x"])`."""
+    name, _, changes = text.partition(":")
+    if not name.strip():
+        raise SystemExit(f"--variant {text!r}: give it a name before the colon")
+    return name.strip(), changes.split()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/real", help="shared real clips folder")
     parser.add_argument("--clips", type=int, default=40, help="clips per csv folder (0: all)")
     parser.add_argument("--folders", default="", help="only these real folders (comma list)")
-    parser.add_argument("--frames-from", default="auto", help="comma list: auto, clip, source")
+    parser.add_argument("--variant", action="append", default=[], metavar="'NAME: KEY=VALUE ...'",
+                        help="a named set of config overrides to compare (repeatable)")
     parser.add_argument("--reference", action="store_true",
                         help="also run plain MediaPipe Hands on every native frame (real data)")
     parser.add_argument("--skip-real", action="store_true")
@@ -312,6 +351,7 @@ def main() -> None:
     parser.add_argument("--synth-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.variants = [parse_variant(text) for text in args.variant] or [("default", [])]
     ray_tmp = tempfile.mkdtemp(prefix="smx-", dir="/tmp")  # short: Ray's socket paths
     started, load_before = time.perf_counter(), os.getloadavg()
     try:

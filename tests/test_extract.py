@@ -26,6 +26,7 @@ from signmae_core.extract.mediapipe_backend import (
     _Hand,
     assign_sides,
     classifier_side,
+    near_pose_wrist,
 )
 from signmae_core.extract.oracle_backend import oracle_extract
 from signmae_core.extract.rasterize import normalized_to_grid, rasterize_hand
@@ -248,6 +249,19 @@ def test_sides_follow_the_pose_wrists_and_are_never_shared() -> None:
     inner = _hand_at(0.31, "right", 0.5)
     inner.points[:, :2] = 0.5 * (inner.points[:, :2] - inner.points[0, :2]) + [0.31, 0.52]
     assert len(assign_sides([_hand_at(0.3, "left"), inner], None, 1.0, params)) == 1
+
+
+def test_a_hand_far_from_both_pose_wrists_is_not_a_hand() -> None:
+    pose = np.full((33, 4), 0.5, np.float32)
+    pose[15, :2] = (0.7, 0.5)
+    pose[16, :2] = (0.3, 0.5)
+    assert near_pose_wrist(_hand_at(0.3, "left"), pose, 1.0, max_distance=2.0)
+    assert near_pose_wrist(_hand_at(0.72, "left"), pose, 1.0, max_distance=2.0)
+    phantom = _hand_at(0.5, "left")  # on the face between the wrists, 5 palm lengths away
+    assert not near_pose_wrist(phantom, pose, 1.0, max_distance=2.0)
+    assert near_pose_wrist(phantom, pose, 1.0, max_distance=6.0)
+    pose[15:17, :2] = np.nan  # a pose without wrists cannot judge: the hand is kept
+    assert near_pose_wrist(phantom, pose, 1.0, max_distance=2.0)
 
 
 # ---- MediaPipe on synthetic clips ----------------------------------------------------------------

@@ -45,6 +45,12 @@ class ExtractConfig(Section):
         description="Tell left from right by the pose's wrists when clear (else the classifier), "
         "or by MediaPipe's handedness classifier alone.",
     )
+    max_wrist_distance: float | None = Field(
+        3.0,
+        gt=0,
+        description="With pose: drop a found hand whose wrist is farther than this many palm "
+        "lengths from both pose wrists (a phantom hand on the face or clothes); None keeps all.",
+    )
     mirrored_input: bool = Field(
         False, description="Videos are mirrored (selfie camera); ordinary video is not."
     )

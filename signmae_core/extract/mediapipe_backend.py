@@ -11,7 +11,8 @@ ordinary video its "Left" is the signer's RIGHT hand. Labels are swapped unless
 `mirrored_input` is set. With `handedness="pose"` (the default) hands are matched to the pose's
 wrists (anatomical left and right, from the whole body) whenever the match is clear, which fixes
 the classifier's occasional swaps; the swapped classifier label decides otherwise, and two hands
-in one frame never get the same side.
+in one frame never get the same side. With the pose, a found hand whose wrist lies far from both
+pose wrists (`max_wrist_distance` palm lengths) is dropped: it is not attached to an arm.
 
 Output coordinates are normalized to the frames given, which show exactly the clip's field of
 view, so they are normalized clip coordinates (see `schema.py`).
@@ -53,6 +54,7 @@ class MediaPipeParams:
     mirrored_input: bool = False
     handedness: Literal["pose", "classifier"] = "pose"
     pose_match_ratio: float = 0.8  # a pose match is clear when best cost < ratio * other cost
+    max_wrist_distance: float | None = 3.0  # palm lengths from a pose wrist; None: no check
     duplicate_overlap: float = 0.8  # hand boxes nested this much are one hand seen twice
     raster: RasterParams = field(default_factory=RasterParams)
 
@@ -94,6 +96,23 @@ def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
     area_a = float(np.prod(np.ptp(a[:, :2], axis=0)))
     smaller = min(area_a, float(np.prod(np.ptp(b[:, :2], axis=0))))
     return inter / smaller if smaller > 0 else 0.0
+
+
+def near_pose_wrist(hand: _Hand, pose: np.ndarray, aspect: float, max_distance: float) -> bool:
+    """Whether a found hand's wrist lies within `max_distance` palm lengths of one of the pose's
+    wrists: a hand is attached to an arm. True when the pose has no wrists to compare with.
+
+    Catches the phantom hands that Hands' tracker keeps on a face, beard or sleeve after the real
+    hand has left the frame (seen on the ISL clips at low tracking thresholds).
+    pose: (33, 4) normalized pose landmarks; aspect: frame width / height.
+    """
+    wrists = pose[[POSE_LEFT_WRIST, POSE_RIGHT_WRIST], :2]
+    if not np.isfinite(wrists).all():
+        return True
+    scale = np.array([aspect, 1.0])
+    span = hand_scale(hand.points[:, :2] * scale) or 1e-3
+    distance = np.linalg.norm((wrists - hand.points[0, :2]) * scale, axis=1).min()
+    return bool(distance <= max_distance * span)
 
 
 def drop_duplicates(hands: list[_Hand], max_overlap: float) -> list[_Hand]:
@@ -221,7 +240,11 @@ class MediaPipeBackend:
             out.pose[t] = pose
             out.pose_score[t] = float(np.mean(pose[UPPER_BODY, 3]))
         aspect = frame.shape[1] / frame.shape[0]
-        sides = assign_sides(self._hands(frame), pose, aspect, self.params)
+        hands = self._hands(frame)
+        if pose is not None and self.params.max_wrist_distance is not None:
+            limit = self.params.max_wrist_distance
+            hands = [h for h in hands if near_pose_wrist(h, pose, aspect, limit)]
+        sides = assign_sides(hands, pose, aspect, self.params)
         grid_hands = {}
         for side, coords, scores in (
             ("left", out.left_hand, out.left_score),

@@ -49,6 +49,7 @@ def mediapipe_params(cfg: ExtractConfig) -> MediaPipeParams:
         person_threshold=cfg.person_threshold,
         mirrored_input=cfg.mirrored_input,
         handedness=cfg.handedness,
+        max_wrist_distance=cfg.max_wrist_distance,
         raster=RasterParams(finger_width=cfg.finger_width, clip_to_person=cfg.clip_hands_to_person),
     )
 
