@@ -44,8 +44,8 @@ from pipelines.ray_runtime import ensure_ray, map_bounded  # noqa: E402
 from signmae_core.clips import read_clip_meta  # noqa: E402
 from signmae_core.config import DatasetConfig, RayConfig, SynthConfig, load_config  # noqa: E402
 from signmae_core.extract.encoding import BODY, FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
+from signmae_core.extract.mediapipe_backend import wrist_distances  # noqa: E402
 from signmae_core.extract.oracle_backend import oracle_extract  # noqa: E402
-from signmae_core.extract.rasterize import hand_scale  # noqa: E402
 from signmae_core.extract.schema import iter_clips, read_extraction  # noqa: E402
 from signmae_core.synth import generate, read_ground_truth  # noqa: E402
 
@@ -206,13 +206,11 @@ def real_rates(extract_dir: str) -> dict[str, float]:
     near = judged = 0
     for clip in iter_clips(extract_dir):  # plausibility: found hands lie at the pose's wrists
         for t in np.flatnonzero(clip.pose_found):
-            wrists = clip.pose[t, [15, 16], :2]
             for hand in (clip.left_hand[t], clip.right_hand[t]):
                 if np.isnan(hand[0, 0]):
                     continue
                 judged += 1
-                span = max(hand_scale(hand[:, :2]), 1e-6)
-                near += np.linalg.norm(wrists - hand[0, :2], axis=1).min() <= 2 * span
+                near += wrist_distances(hand, clip.pose[t], aspect=1.0).min() <= 2  # square frames
     return {
         "clips ok": len(ok),
         "failed": len(table) - len(ok),

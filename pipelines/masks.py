@@ -258,7 +258,6 @@ def _compute(
     files: list[Path],
     force: bool,
 ) -> StageRecord:
-
     params = FieldParams.from_config(cfg.masks)
     metadata = {
         "version": version,

@@ -98,21 +98,30 @@ def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return inter / smaller if smaller > 0 else 0.0
 
 
+def wrist_distances(points: np.ndarray, pose: np.ndarray, aspect: float) -> np.ndarray:
+    """(2,) distances from a hand's wrist to the pose's left and right wrists, in the hand's
+    palm lengths (NaN where the pose has no wrist).
+
+    points: (21, >=2) normalized hand landmarks; pose: (33, >=2) normalized pose landmarks;
+    aspect: frame width / height (distances are measured in pixel proportions).
+    """
+    scale = np.array([aspect, 1.0])
+    span = hand_scale(points[:, :2] * scale) or 1e-3
+    wrists = pose[[POSE_LEFT_WRIST, POSE_RIGHT_WRIST], :2]
+    return np.linalg.norm((wrists - points[0, :2]) * scale, axis=1) / span
+
+
 def near_pose_wrist(hand: _Hand, pose: np.ndarray, aspect: float, max_distance: float) -> bool:
     """Whether a found hand's wrist lies within `max_distance` palm lengths of one of the pose's
     wrists: a hand is attached to an arm. True when the pose has no wrists to compare with.
 
     Catches the phantom hands that Hands' tracker keeps on a face, beard or sleeve after the real
     hand has left the frame (seen on the ISL clips at low tracking thresholds).
-    pose: (33, 4) normalized pose landmarks; aspect: frame width / height.
     """
-    wrists = pose[[POSE_LEFT_WRIST, POSE_RIGHT_WRIST], :2]
-    if not np.isfinite(wrists).all():
+    distances = wrist_distances(hand.points, pose, aspect)
+    if not np.isfinite(distances).all():
         return True
-    scale = np.array([aspect, 1.0])
-    span = hand_scale(hand.points[:, :2] * scale) or 1e-3
-    distance = np.linalg.norm((wrists - hand.points[0, :2]) * scale, axis=1).min()
-    return bool(distance <= max_distance * span)
+    return bool(distances.min() <= max_distance)
 
 
 def drop_duplicates(hands: list[_Hand], max_overlap: float) -> list[_Hand]:
@@ -153,25 +162,19 @@ def _match_to_pose(
     wrists = pose[[POSE_LEFT_WRIST, POSE_RIGHT_WRIST]]
     if not np.isfinite(wrists).all() or not hands:
         return None
-    scale = np.array([aspect, 1.0])
-
-    def cost(hand: _Hand, side: int) -> float:
-        span = hand_scale(hand.points[:, :2] * scale) or 1e-3
-        return float(np.linalg.norm((hand.points[0, :2] - wrists[side, :2]) * scale)) / span
-
+    cost = [wrist_distances(hand.points, pose, aspect) for hand in hands]  # [hand][side]
     if len(hands) == 1:
-        to_left, to_right = cost(hands[0], 0), cost(hands[0], 1)
+        to_left, to_right = cost[0]
         if min(to_left, to_right) >= params.pose_match_ratio * max(to_left, to_right):
             return None
         return {"left" if to_left < to_right else "right": hands[0]}
-    straight = cost(hands[0], 0) + cost(hands[1], 1)  # hand 0 left, hand 1 right
-    crossed = cost(hands[0], 1) + cost(hands[1], 0)
+    straight = cost[0][0] + cost[1][1]  # hand 0 left, hand 1 right
+    crossed = cost[0][1] + cost[1][0]
     if min(straight, crossed) >= params.pose_match_ratio * max(straight, crossed):
         return None
     if straight < crossed:
         return {"left": hands[0], "right": hands[1]}
     return {"left": hands[1], "right": hands[0]}
-
 
 class MediaPipeBackend:
     """MediaPipe models, loaded once; `process(frames)` extracts one clip."""

@@ -9,7 +9,6 @@ catch: the pipeline runs each worker in its own process with a per-clip timeout.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from signmae_core.clips import ClipMeta, read_clip, read_clip_meta, read_source_frames
 from signmae_core.config import ExtractConfig
+from signmae_core.ingest.adapters.base import resolve_inside
 
 from .encoding import BACKGROUND
 from .mediapipe_backend import MediaPipeBackend, MediaPipeParams
@@ -154,9 +154,7 @@ class ClipExtractor:
     def _source_video(self, job: ClipJob, meta: ClipMeta) -> Path:
         if job.source_path:
             return Path(job.source_path)
-        # Lexical check (a dataset of symbolic links is fine; `..` out of the root is not).
-        root = Path(os.path.abspath(self.dataset_root))
-        path = Path(os.path.normpath(root / meta.source_path))
-        if not path.is_relative_to(root):
-            raise ValueError(f"source path {meta.source_path!r} lies outside the dataset root")
+        path, _, error = resolve_inside(self.dataset_root, meta.source_path)
+        if path is None:
+            raise ValueError(f"source video: {error}")
         return path
