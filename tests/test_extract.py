@@ -217,6 +217,28 @@ def test_padding_is_never_a_part() -> None:
     assert source_size(small_source, extract_cfg) is None  # never upsampled past the source
 
 
+def test_source_video_is_found_inside_the_dataset_root_only(tmp_path: Path) -> None:
+    """A dataset of symbolic links is fine; a clip whose source path climbs out is refused."""
+    from signmae_core.extract.worker import ClipExtractor, ClipJob
+
+    elsewhere = tmp_path / "elsewhere.mp4"
+    elsewhere.write_bytes(b"")
+    root = tmp_path / "dataset"
+    root.mkdir()
+    (root / "a.mp4").symlink_to(elsewhere)
+    extractor = ClipExtractor(load_config(None, ["extract.backend=oracle"]).extract, root)
+    meta = ClipMeta(
+        video_id="a", fps=25, height=64, width=64, num_frames=1, source_path="a.mp4",
+        source_width=64, source_height=64, source_fps=25, window=(0, 1), frame_indices=[0],
+        crop_box=(0.0, 0.0, 64.0), jpeg_quality=90,
+    )
+    job = ClipJob(video_id="a", clip_path="unused")
+    assert extractor._source_video(job, meta) == root / "a.mp4"
+    climbing = meta.model_copy(update={"source_path": "../elsewhere.mp4"})
+    with pytest.raises(ValueError, match="outside the dataset root"):
+        extractor._source_video(job, climbing)
+
+
 # ---- handedness --------------------------------------------------------------------------------
 def test_handedness_labels_are_swapped_for_ordinary_video() -> None:
     assert classifier_side("Left", mirrored_input=False) == "right"
