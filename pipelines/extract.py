@@ -46,7 +46,9 @@ CODE_VERSION = 1
 STAGE = "extract"
 PARTS_DIR = "parts"
 _PART_NAME = re.compile(r"^part-(\d+)\.parquet$")
-_SUMMARY = ("video_id", "status", "error", "clip_key", "num_frames", "hand_frames")
+_SUMMARY = (
+    "video_id", "status", "error", "clip_key", "num_frames", "hand_frames", "second_look_hands"
+)
 
 
 # ---- versions ----------------------------------------------------------------------------------
@@ -318,6 +320,7 @@ def _commit(
         no_hands=sum(1 for r in ok if not r["hand_frames"]),
         frames=frames,
         hand_frames=hand_frames,
+        second_look_hands=sum(r["second_look_hands"] or 0 for r in ok),
     )
     for row in sorted(failed, key=lambda r: r["video_id"])[:5]:
         reason = row.get("error") or "unknown error"

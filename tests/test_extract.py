@@ -24,9 +24,13 @@ from signmae_core.extract import encoding, schema
 from signmae_core.extract.mediapipe_backend import (
     MediaPipeParams,
     _Hand,
+    accept_second_look,
     assign_sides,
     classifier_side,
+    crop_square,
+    hand_crop_box,
     near_pose_wrist,
+    uncrop_points,
 )
 from signmae_core.extract.oracle_backend import oracle_extract
 from signmae_core.extract.rasterize import normalized_to_grid, rasterize_hand
@@ -286,6 +290,69 @@ def test_a_hand_far_from_both_pose_wrists_is_not_a_hand() -> None:
     assert near_pose_wrist(phantom, pose, 1.0, max_distance=2.0)
 
 
+def _pose_with_hands(left: tuple[float, float], right: tuple[float, float]) -> np.ndarray:
+    """(33, 4) pose whose wrists sit at `left` / `right` (u, v), knuckles 0.04 below them."""
+    pose = np.full((33, 4), 0.5, np.float32)
+    pose[:, 3] = 0.9
+    for (wrist, pinky, index), (u, v) in (((15, 17, 19), left), ((16, 18, 20), right)):
+        pose[wrist, :2] = (u, v)
+        pose[pinky, :2] = (u - 0.01, v + 0.04)
+        pose[index, :2] = (u + 0.01, v + 0.04)
+    return pose
+
+
+def test_second_look_crop_maps_points_back_to_the_frame() -> None:
+    params = MediaPipeParams(second_look_crop=4.5, second_look_min_crop=8)
+    frame = np.zeros((300, 400, 3), np.uint8)
+    pose = _pose_with_hands(left=(0.6, 0.5), right=(0.3, 0.5))
+    box = hand_crop_box(pose, "left", frame.shape[:2], params)
+    x0, y0, side_px = box
+    # centred at the knuckles (0.6, 0.54) with side 4.5 wrist-to-knuckle lengths (0.04 x 300 px)
+    assert x0 + side_px / 2 == pytest.approx(0.6 * 400)
+    assert y0 + side_px / 2 == pytest.approx(0.54 * 300)
+    assert side_px == pytest.approx(4.5 * 12)
+    # A bright pixel inside the box lands where `uncrop_points` says it is.
+    frame[170, 250] = 255
+    crop = crop_square(frame, box, 216)  # 4x zoom
+    ys, xs = np.nonzero(crop[..., 0] > 0)
+    found = np.array([[(xs.mean() + 0.5) / 216, (ys.mean() + 0.5) / 216, 0.1]])
+    u, v, z = uncrop_points(np.repeat(found, 21, 0), box, frame.shape[:2])[0]
+    assert (u * 400 - 0.5, v * 300 - 0.5) == (pytest.approx(250, abs=0.05),
+                                               pytest.approx(170, abs=0.05))
+    assert z == pytest.approx(0.1 * side_px / 400)
+    # Parts of the box outside the frame are black, not stretched edges.
+    edge = hand_crop_box(_pose_with_hands((0.99, 0.97), (0.3, 0.5)), "left", (300, 400), params)
+    assert edge[0] + edge[2] > 400
+    assert (crop_square(np.full((300, 400, 3), 200, np.uint8), edge, 64)[:, -8:] == 0).all()
+
+
+def test_second_look_needs_a_visible_wrist_in_the_frame() -> None:
+    params = MediaPipeParams(second_look_min_crop=8)
+    pose = _pose_with_hands(left=(0.6, 0.5), right=(0.3, 0.5))
+    assert hand_crop_box(pose, "right", (300, 400), params) is not None
+    pose[16, 3] = 0.2  # right wrist not visible
+    assert hand_crop_box(pose, "right", (300, 400), params) is None
+    off = _pose_with_hands(left=(0.6, 1.6), right=(0.3, 0.5))  # hand well below the frame
+    assert hand_crop_box(off, "left", (300, 400), params) is None
+    off[15:20, :2] = np.nan
+    assert hand_crop_box(off, "left", (300, 400), params) is None
+
+
+def test_second_look_keeps_only_a_new_hand_at_its_own_wrist() -> None:
+    params = MediaPipeParams(max_wrist_distance=2.0)
+    pose = _pose_with_hands(left=(0.7, 0.5), right=(0.3, 0.5))
+    at_left_wrist = _hand_at(0.7, "left")
+    assert accept_second_look(at_left_wrist, "left", pose, {}, 1.0, params)
+    # nearer to the other wrist: that is the other hand, or nobody's
+    assert not accept_second_look(_hand_at(0.35, "left"), "left", pose, {}, 1.0, params)
+    # far from the own wrist (2.5 palm lengths, more than max_wrist_distance)
+    assert not accept_second_look(_hand_at(0.55, "left"), "left", pose, {}, 1.0, params)
+    assert accept_second_look(_hand_at(0.64, "left"), "left", pose, {}, 1.0, params)
+    # the right hand, already found, seen again at the left wrist's crop
+    seen = {"right": _hand_at(0.7, "right")}
+    assert not accept_second_look(at_left_wrist, "left", pose, seen, 1.0, params)
+
+
 # ---- MediaPipe on synthetic clips ----------------------------------------------------------------
 # ---- the stage ---------------------------------------------------------------------------------
 def stage_config(store: Path, dataset: DatasetConfig, *overrides: str):
@@ -414,6 +481,50 @@ def test_mediapipe_stage_on_synthetic_clips(
     assert len(ious) >= 30, "MediaPipe found too few hands to judge"
     assert np.nanmean(ious) >= 0.5
     assert swapped <= 0.1 * (correct + swapped), f"{swapped} swapped, {correct} right"
+
+
+def video_frames(path: Path) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of a video file."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.mark.slow
+def test_second_look_adds_hands_on_their_own_side(tmp_path: Path) -> None:
+    """Where tracking misses hands in view, the hands that only the second look finds lie on the
+    rendered hand of their own side, and tracking's own hands do not change."""
+    from signmae_core.extract.mediapipe_backend import MediaPipeBackend
+
+    # The accuracy bench's synthetic set (seed 0); in these two clips the full-frame palm
+    # detector misses 60 of the 116 hands in view; the second look finds 28 of them.
+    generate(tmp_path, SynthConfig(classes=6, signers=3, reps=1, frames=32, size=224, seed=0))
+    tracked_only = MediaPipeBackend(MediaPipeParams(second_look=False))
+    with_look = MediaPipeBackend(MediaPipeParams())
+    added = on_own_hand = 0
+    try:
+        for video_id in ("s00_c000_r00", "s01_c004_r00"):
+            frames = video_frames(tmp_path / "videos" / f"{video_id}.mp4")
+            truth = oracle_extract(tmp_path, full_frame_meta(tmp_path, video_id), (56, 56))
+            before = tracked_only.process(frames, (56, 56))
+            after = with_look.process(frames, (56, 56))
+            kept = ~np.isnan(before.hands[:, :, 0, 0])
+            new = ~np.isnan(after.hands[:, :, 0, 0]) & ~kept
+            np.testing.assert_array_equal(after.hands[kept], before.hands[kept])
+            assert after.second_look_hands == new.sum()
+            for t, hand in zip(*np.nonzero(new), strict=True):
+                own, other = (
+                    mean_distance(after.hands[t, hand], truth.hands[t, h]) for h in (hand, 1 - hand)
+                )
+                span = np.ptp(truth.hands[t, hand, :, :2], axis=0).max()  # NaN: no such hand
+                added += 1
+                on_own_hand += bool(own < other and own < 0.5 * span)
+    finally:
+        tracked_only.close()
+        with_look.close()
+    assert added >= 10, f"the second look found only {added} of the missed hands"
+    assert on_own_hand == added
 
 
 @pytest.mark.slow

@@ -51,6 +51,17 @@ class ExtractConfig(Section):
         description="With pose: drop a found hand whose wrist is farther than this many palm "
         "lengths from both pose wrists (a phantom hand on the face or clothes); None keeps all.",
     )
+    second_look: bool = Field(
+        True,
+        description="With pose: where tracking missed a hand whose pose wrist is visible, look "
+        "again with Hands on an upscaled crop around the pose's hand points.",
+    )
+    second_look_crop: float = Field(
+        8.0, gt=1, description="Side of the second look's crop in wrist-to-knuckle lengths."
+    )
+    second_look_size: int = Field(
+        256, ge=64, description="Pixels the second look's crop is resized to."
+    )
     mirrored_input: bool = Field(
         False, description="Videos are mirrored (selfie camera); ordinary video is not."
     )

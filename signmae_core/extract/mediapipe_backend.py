@@ -14,6 +14,16 @@ the classifier's occasional swaps; the swapped classifier label decides otherwis
 in one frame never get the same side. With the pose, a found hand whose wrist lies far from both
 pose wrists (`max_wrist_distance` palm lengths) is dropped: it is not attached to an arm.
 
+Second look. Hands' palm detector sees the whole frame, where a signer's hand at 448 px can be
+20 pixels across. With `second_look` (and the pose), a side whose hand was not found but whose
+pose wrist is visible gets a second try: a square crop around the pose's hand points (side
+`second_look_crop` wrist-to-knuckle lengths, centred at the pose knuckles), upscaled to
+`second_look_size` pixels, goes to a second Hands model in static-image mode that looks for one
+hand. What it finds is that side's hand if its wrist lies near that pose wrist (nearer than to
+the other, within `max_wrist_distance`) and it is not the other side's hand seen again.
+MediaPipe Holistic takes its hand regions from the pose in a similar way on every frame; here it
+runs only where tracking missed a hand.
+
 Output coordinates are normalized to the frames given, which show exactly the clip's field of
 view, so they are normalized clip coordinates (see `schema.py`).
 """
@@ -37,6 +47,7 @@ from .schema import ClipExtraction, empty_extraction
 
 # Pose landmarks (MediaPipe Pose order) used here.
 POSE_LEFT_WRIST, POSE_RIGHT_WRIST = 15, 16
+POSE_HAND_POINTS = {"left": (15, 17, 19), "right": (16, 18, 20)}  # wrist, pinky, index knuckles
 UPPER_BODY = slice(0, 17)
 FACE_POINTS = slice(0, 11)
 
@@ -56,6 +67,11 @@ class MediaPipeParams:
     pose_match_ratio: float = 0.8  # a pose match is clear when best cost < ratio * other cost
     max_wrist_distance: float | None = 3.0  # palm lengths from a pose wrist; None: no check
     duplicate_overlap: float = 0.8  # hand boxes nested this much are one hand seen twice
+    second_look: bool = True  # with pose: look again for a missed hand in a crop at its wrist
+    second_look_crop: float = 8.0  # crop side in wrist-to-knuckle lengths of the pose
+    second_look_size: int = 256  # pixels the crop is resized to
+    second_look_min_crop: int = 48  # smallest crop side in frame pixels
+    min_wrist_visibility: float = 0.5  # pose wrist visibility needed for a second look
     raster: RasterParams = field(default_factory=RasterParams)
 
 
@@ -176,6 +192,90 @@ def _match_to_pose(
         return {"left": hands[0], "right": hands[1]}
     return {"left": hands[1], "right": hands[0]}
 
+
+def hand_crop_box(
+    pose: np.ndarray, side: str, frame_shape: tuple[int, int], params: MediaPipeParams
+) -> tuple[float, float, float] | None:
+    """The square (x0, y0, side_px) in frame pixels (corner coordinates) where the second look
+    searches for `side`'s hand, or None when the pose's wrist is not visible enough or the
+    square misses the frame.
+
+    pose: (33, 4) normalized pose landmarks; frame_shape: (H, W).
+    The square is centred at the pose's knuckles (mean of its pinky and index points), its side
+    `second_look_crop` times the wrist-to-knuckle distance (at least `second_look_min_crop`).
+    """
+    height, width = frame_shape
+    wrist_i, pinky_i, index_i = POSE_HAND_POINTS[side]
+    if not pose[wrist_i, 3] >= params.min_wrist_visibility:  # also False for NaN
+        return None
+    scale = np.array([width, height], dtype=np.float64)
+    wrist = pose[wrist_i, :2] * scale
+    knuckles = (pose[pinky_i, :2] + pose[index_i, :2]) / 2 * scale
+    if not (np.isfinite(wrist).all() and np.isfinite(knuckles).all()):
+        return None
+    span = float(np.linalg.norm(knuckles - wrist))
+    side_px = max(params.second_look_crop * span, float(params.second_look_min_crop))
+    x0, y0 = knuckles - side_px / 2
+    if x0 >= width or y0 >= height or x0 + side_px <= 0 or y0 + side_px <= 0:
+        return None
+    return float(x0), float(y0), side_px
+
+
+def crop_square(frame: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    """(size, size, 3) uint8: the square `box` = (x0, y0, side_px) of `frame` (H, W, 3),
+    resized; parts outside the frame are black. A point at normalized (u, v) of the crop lies
+    at frame pixel (x0 + u * side_px, y0 + v * side_px) (corner coordinates)."""
+    import cv2
+
+    x0, y0, side_px = box
+    zoom = size / side_px
+    # corner coordinates map as dst = zoom * (src - x0); OpenCV works in pixel centres
+    shift_x = zoom * (0.5 - x0) - 0.5
+    shift_y = zoom * (0.5 - y0) - 0.5
+    matrix = np.array([[zoom, 0.0, shift_x], [0.0, zoom, shift_y]], dtype=np.float64)
+    interpolation = cv2.INTER_LINEAR if zoom >= 1 else cv2.INTER_AREA
+    return cv2.warpAffine(
+        frame, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def uncrop_points(
+    points: np.ndarray, box: tuple[float, float, float], frame_shape: tuple[int, int]
+) -> np.ndarray:
+    """(21, 3) landmarks normalized to a crop -> normalized to the frame.
+
+    z (MediaPipe's relative depth, in units of the image width) is rescaled like u."""
+    x0, y0, side_px = box
+    height, width = frame_shape
+    out = points.astype(np.float32, copy=True)
+    out[:, 0] = (x0 + points[:, 0] * side_px) / width
+    out[:, 1] = (y0 + points[:, 1] * side_px) / height
+    out[:, 2] = points[:, 2] * side_px / width
+    return out
+
+
+def accept_second_look(
+    hand: _Hand,
+    side: str,
+    pose: np.ndarray,
+    found: dict[str, _Hand],
+    aspect: float,
+    params: MediaPipeParams,
+) -> bool:
+    """Whether a hand found in `side`'s crop is that side's hand: its wrist is nearer to that
+    pose wrist than to the other one (and within `max_wrist_distance` palm lengths when set), and
+    it is not the other side's found hand seen again."""
+    to_left, to_right = wrist_distances(hand.points, pose, aspect)
+    own, other = (to_left, to_right) if side == "left" else (to_right, to_left)
+    if not own < other:
+        return False
+    if params.max_wrist_distance is not None and own > params.max_wrist_distance:
+        return False
+    return all(
+        box_overlap(hand.points, seen.points) <= params.duplicate_overlap for seen in found.values()
+    )
+
+
 class MediaPipeBackend:
     """MediaPipe models, loaded once; `process(frames)` extracts one clip."""
 
@@ -202,18 +302,31 @@ class MediaPipeBackend:
             if p.pose
             else None
         )
+        self.crop_hands = (
+            solutions.hands.Hands(
+                static_image_mode=True,  # crops of different places: nothing to track
+                max_num_hands=1,
+                model_complexity=p.hand_complexity,
+                min_detection_confidence=p.min_detection_confidence,
+                min_tracking_confidence=p.min_tracking_confidence,
+            )
+            if p.pose and p.second_look
+            else None
+        )
         self.person = solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
+    def _models(self) -> list[Any]:
+        return [m for m in (self.hands, self.pose, self.crop_hands, self.person) if m is not None]
+
     def close(self) -> None:
-        for model in (self.hands, self.pose, self.person):
+        for model in self._models():
             if model is not None:
                 model.close()
 
     def reset(self) -> None:
         """Forget the tracking state (called before every clip)."""
-        for model in (self.hands, self.pose, self.person):
-            if model is not None:
-                model.reset()
+        for model in self._models():
+            model.reset()
 
     def process(
         self, frames: np.ndarray, seg_shape: tuple[int, int], video_id: str = ""
@@ -248,6 +361,13 @@ class MediaPipeBackend:
             limit = self.params.max_wrist_distance
             hands = [h for h in hands if near_pose_wrist(h, pose, aspect, limit)]
         sides = assign_sides(hands, pose, aspect, self.params)
+        if self.crop_hands is not None and pose is not None:
+            for side in ("left", "right"):
+                if side not in sides:
+                    hand = self._second_look(frame, pose, side, sides)
+                    if hand is not None:
+                        sides[side] = hand
+                        out.second_look_hands += 1
         grid_hands = {}
         for side, coords, scores in (
             ("left", out.left_hand, out.left_score),
@@ -284,8 +404,28 @@ class MediaPipeBackend:
             return None
         return _landmarks_array(result.pose_landmarks, with_visibility=True)
 
-    def _hands(self, frame: np.ndarray) -> list[_Hand]:
-        result = self.hands.process(frame)
+    def _second_look(
+        self, frame: np.ndarray, pose: np.ndarray, side: str, found: dict[str, _Hand]
+    ) -> _Hand | None:
+        """`side`'s hand found in a crop at its pose wrist (see the module docstring), or None.
+
+        frame: (H, W, 3) uint8; pose: (33, 4) normalized; found: the hands found so far."""
+        shape = frame.shape[:2]
+        box = hand_crop_box(pose, side, shape, self.params)
+        if box is None:
+            return None
+        crop = crop_square(frame, box, self.params.second_look_size)
+        hands = self._hands(crop, self.crop_hands)
+        if not hands:
+            return None
+        hand = hands[0]
+        hand.points = uncrop_points(hand.points, box, shape)
+        hand.side = side
+        aspect = shape[1] / shape[0]
+        return hand if accept_second_look(hand, side, pose, found, aspect, self.params) else None
+
+    def _hands(self, frame: np.ndarray, model: Any = None) -> list[_Hand]:
+        result = (model or self.hands).process(frame)
         if not result.multi_hand_landmarks:
             return []
         hands = []

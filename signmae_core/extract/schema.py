@@ -80,6 +80,7 @@ SCHEMA = pa.schema(
         pa.field("left_frames", pa.int32()),  # frames with the left hand found
         pa.field("right_frames", pa.int32()),
         pa.field("hand_frames", pa.int32()),  # frames with at least one hand found
+        pa.field("second_look_hands", pa.int32()),  # hands found by the pose-guided second look
         pa.field("seconds", pa.float32()),  # wall time the worker spent on the clip
         pa.field("cpu_seconds", pa.float32()),  # CPU time of the worker process on the clip
         pa.field("clip_key", pa.string()),  # what the clip was made from (decode's source_key)
@@ -139,6 +140,7 @@ class ClipExtraction:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     clip_key: str = ""
+    second_look_hands: int = 0  # hands (frame x side) found by the pose-guided second look
 
     @property
     def num_frames(self) -> int:
@@ -252,6 +254,7 @@ def ok_row(clip: ClipExtraction) -> dict[str, Any]:
         "left_frames": int(left_found.sum()),
         "right_frames": int(right_found.sum()),
         "hand_frames": int((left_found | right_found).sum()),
+        "second_look_hands": int(clip.second_look_hands),
         "seconds": float(clip.seconds),
         "cpu_seconds": float(clip.cpu_seconds),
         "clip_key": clip.clip_key,
@@ -420,6 +423,7 @@ def table_to_clips(table: pa.Table) -> Iterator[ClipExtraction]:
             "seconds",
             "cpu_seconds",
             "clip_key",
+            "second_look_hands",
         ]
     ).to_pylist()
     maps = ok.column("part_maps").to_pylist()
@@ -437,6 +441,7 @@ def table_to_clips(table: pa.Table) -> Iterator[ClipExtraction]:
             seconds=info["seconds"],
             cpu_seconds=info["cpu_seconds"] or 0.0,
             clip_key=info["clip_key"] or "",
+            second_look_hands=info["second_look_hands"] or 0,
             **{name: values[i] for name, values in arrays.items()},
         )
 

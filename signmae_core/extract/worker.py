@@ -50,6 +50,9 @@ def mediapipe_params(cfg: ExtractConfig) -> MediaPipeParams:
         mirrored_input=cfg.mirrored_input,
         handedness=cfg.handedness,
         max_wrist_distance=cfg.max_wrist_distance,
+        second_look=cfg.second_look,
+        second_look_crop=cfg.second_look_crop,
+        second_look_size=cfg.second_look_size,
         raster=RasterParams(finger_width=cfg.finger_width, clip_to_person=cfg.clip_hands_to_person),
     )
 
