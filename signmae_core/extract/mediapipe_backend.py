@@ -316,12 +316,12 @@ class MediaPipeBackend:
         self.person = solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
     def _models(self) -> list[Any]:
+        """The MediaPipe models this backend runs."""
         return [m for m in (self.hands, self.pose, self.crop_hands, self.person) if m is not None]
 
     def close(self) -> None:
         for model in self._models():
-            if model is not None:
-                model.close()
+            model.close()
 
     def reset(self) -> None:
         """Forget the tracking state (called before every clip)."""
@@ -425,7 +425,9 @@ class MediaPipeBackend:
         return hand if accept_second_look(hand, side, pose, found, aspect, self.params) else None
 
     def _hands(self, frame: np.ndarray, model: Any = None) -> list[_Hand]:
-        result = (model or self.hands).process(frame)
+        """Hands that `model` (default: the tracking model) finds in `frame` (H, W, 3) uint8,
+        with (21, 3) points normalized to that frame and classifier sides."""
+        result = (self.hands if model is None else model).process(frame)
         if not result.multi_hand_landmarks:
             return []
         hands = []
