@@ -241,6 +241,22 @@ def source_to_clip(points: np.ndarray, meta: ClipMeta) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64) - np.array([x0, y0])) * scale
 
 
+def crop_warp_matrix(x0: float, y0: float, scale_x: float, scale_y: float) -> np.ndarray:
+    """The (2, 3) affine matrix for `cv2.warpAffine` that maps a crop starting at source pixel
+    corner `(x0, y0)` to an output scaled by `(scale_x, scale_y)`.
+
+    In corner coordinates `dst = (src - origin) * scale`; OpenCV works in pixel centres, where
+    that reads `dst + 0.5 = (src + 0.5 - origin) * scale`.
+    """
+    return np.array(
+        [
+            [scale_x, 0.0, scale_x * (0.5 - x0) - 0.5],
+            [0.0, scale_y, scale_y * (0.5 - y0) - 0.5],
+        ],
+        dtype=np.float64,
+    )
+
+
 def clip_to_source(points: np.ndarray, meta: ClipMeta) -> np.ndarray:
     """Inverse of `source_to_clip`: `(..., 2)` clip pixels -> source pixels."""
     x0, y0, side = meta.crop_box

@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from signmae_core.clips import crop_warp_matrix
+
 from .rasterize import (
     RasterParams,
     face_box,
@@ -229,10 +231,7 @@ def crop_square(frame: np.ndarray, box: tuple[float, float, float], size: int) -
 
     x0, y0, side_px = box
     zoom = size / side_px
-    # corner coordinates map as dst = zoom * (src - x0); OpenCV works in pixel centres
-    shift_x = zoom * (0.5 - x0) - 0.5
-    shift_y = zoom * (0.5 - y0) - 0.5
-    matrix = np.array([[zoom, 0.0, shift_x], [0.0, zoom, shift_y]], dtype=np.float64)
+    matrix = crop_warp_matrix(x0, y0, zoom, zoom)
     interpolation = cv2.INTER_LINEAR if zoom >= 1 else cv2.INTER_AREA
     return cv2.warpAffine(
         frame, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from signmae_core.clips import ClipMeta, source_to_clip
+from signmae_core.clips import ClipMeta, crop_warp_matrix, source_to_clip
 from signmae_core.synth import read_ground_truth
 
 from .encoding import LEFT_HAND, NUM_LABELS, RIGHT_HAND
@@ -38,9 +38,7 @@ def warp_labels(labels: np.ndarray, meta: ClipMeta, shape: tuple[int, int]) -> n
     height, width = shape
     fine_h, fine_w = height * SUPERSAMPLE, width * SUPERSAMPLE
     x0, y0, side = meta.crop_box
-    kx, ky = fine_w / side, fine_h / side
-    # Pixel centres: dst + 0.5 = (src + 0.5 - origin) * k.
-    matrix = np.array([[kx, 0, kx * (0.5 - x0) - 0.5], [0, ky, ky * (0.5 - y0) - 0.5]])
+    matrix = crop_warp_matrix(x0, y0, fine_w / side, fine_h / side)
     out = np.empty((len(labels), height, width), dtype=np.uint8)
     for t, frame in enumerate(labels):
         fine = cv2.warpAffine(
