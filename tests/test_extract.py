@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from signmae_core.clips import ClipMeta
+from signmae_core.clips import ClipMeta, read_source_frames
 from signmae_core.config import DatasetConfig, SynthConfig, load_config
 from signmae_core.errors import InputError
 from signmae_core.extract import encoding, schema
@@ -483,14 +483,6 @@ def test_mediapipe_stage_on_synthetic_clips(
     assert swapped <= 0.1 * (correct + swapped), f"{swapped} swapped, {correct} right"
 
 
-def video_frames(path: Path) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB frames of a video file."""
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 @pytest.mark.slow
 def test_second_look_adds_hands_on_their_own_side(tmp_path: Path) -> None:
     """Where tracking misses hands in view, the hands that only the second look finds lie on the
@@ -505,8 +497,9 @@ def test_second_look_adds_hands_on_their_own_side(tmp_path: Path) -> None:
     added = on_own_hand = 0
     try:
         for video_id in ("s00_c000_r00", "s01_c004_r00"):
-            frames = video_frames(tmp_path / "videos" / f"{video_id}.mp4")
-            truth = oracle_extract(tmp_path, full_frame_meta(tmp_path, video_id), (56, 56))
+            meta = full_frame_meta(tmp_path, video_id)
+            frames = read_source_frames(tmp_path / meta.source_path, meta, 224)
+            truth = oracle_extract(tmp_path, meta, (56, 56))
             before = tracked_only.process(frames, (56, 56))
             after = with_look.process(frames, (56, 56))
             kept = ~np.isnan(before.hands[:, :, 0, 0])
