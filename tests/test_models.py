@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from signmae_core.config import ModelConfig
+from signmae_core.config import ModelConfig, TrainConfig
 from signmae_core.models import (
     ModelSpec,
     create_classifier,
@@ -26,6 +26,7 @@ from signmae_core.models import (
     token_grid,
     unpatchify,
 )
+from signmae_core.train.optim import build_optimizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = ModelSpec(variant="tiny", num_frames=4, img_size=32, patch_size=8, tubelet_size=2)
@@ -254,7 +255,8 @@ def test_classifier_loads_pretrained_encoder(mae: torch.nn.Module) -> None:
 def test_layer_decay_param_groups() -> None:
     clf = create_classifier(SPEC, num_classes=5)
     depth = get_variant("tiny").depth
-    groups = clf.param_groups_layer_decay(weight_decay=0.05, layer_decay=0.5)
+    cfg = TrainConfig(weight_decay=0.05, layer_decay=0.5)
+    groups = build_optimizer(clf, cfg, torch.device("cpu")).param_groups
     params = [p for g in groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == len(list(clf.parameters()))
     scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}

@@ -7,7 +7,6 @@ As in VideoMAE's finetuning: the encoder's last norm is replaced by a norm after
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
@@ -90,43 +89,13 @@ class VideoClassifier(nn.Module):
         """Parameter names that take no weight decay (besides biases and norms)."""
         return {"encoder.pos_embed"}
 
-    def layer_id(self, name: str) -> int:
-        """Depth of a parameter for layer decay: embeddings 0, block i -> i + 1, rest depth + 1."""
-        if name.startswith(("encoder.patch_embed.", "encoder.pos_embed")):
-            return 0
-        if name.startswith("encoder.blocks."):
-            return int(name.split(".")[2]) + 1
-        return self.encoder.depth + 1
-
-    def param_groups_layer_decay(
-        self, weight_decay: float, layer_decay: float
-    ) -> list[dict[str, Any]]:
-        """AdamW parameter groups with layer-wise lr decay (BEiT/VideoMAE style).
-
-        Each group has `params`, `weight_decay` (0 for biases, norms and positions), `lr_scale`
-        `= layer_decay ** (depth + 1 - layer_id)` (the head 1.0, the patch embedding the
-        smallest) and a `name`. Every trainable parameter is in exactly one group.
-        """
-        num_layers = self.encoder.depth + 1
-        skip = self.no_weight_decay()
-        groups: dict[str, dict[str, Any]] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            no_decay = param.ndim <= 1 or name.endswith(".bias") or name in skip
-            layer = self.layer_id(name)
-            key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
-            group = groups.setdefault(
-                key,
-                {
-                    "name": key,
-                    "params": [],
-                    "weight_decay": 0.0 if no_decay else weight_decay,
-                    "lr_scale": layer_decay ** (num_layers - layer),
-                },
-            )
-            group["params"].append(param)
-        return list(groups.values())
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's layer grouping (for layer-wise lr decay, `timm.optim.create_optimizer_v2`):
+        embeddings 0, block i -> i + 1, the rest (norms, head) last."""
+        return {
+            "stem": r"^encoder\.(?:patch_embed|pos_embed)",
+            "blocks": r"^encoder\.blocks\.(\d+)",
+        }
 
 
 def encoder_part(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -7,7 +7,7 @@ beyond the step count: `set_lr` writes `lr * group["lr_scale"]` into every param
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,43 +16,24 @@ if TYPE_CHECKING:
     from signmae_core.config import TrainConfig
 
 
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW over timm's parameter groups; the fused kernel on CUDA.
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Parameter groups: no weight decay on biases, norms and embeddings; layer decay if asked.
-
-    With `cfg.layer_decay < 1` the model must offer `param_groups_layer_decay(weight_decay,
-    layer_decay)` (the classifier does); each group then carries an `lr_scale`.
+    No weight decay on 1-D parameters (biases, norms) and the model's `no_weight_decay()`
+    names. With `cfg.layer_decay < 1`, layer-wise lr decay over the model's timm
+    `group_matcher()` (the classifier has one): each group's `lr_scale` is
+    `layer_decay ** (last layer - its layer)`, which `set_lr` applies.
     """
-    if cfg.layer_decay < 1.0:
-        if not hasattr(model, "param_groups_layer_decay"):
-            raise ValueError(f"{type(model).__name__} has no layer-wise lr decay groups")
-        groups = list(model.param_groups_layer_decay(cfg.weight_decay, cfg.layer_decay))
-    else:
-        skip = set(getattr(model, "no_weight_decay", lambda: set())())
-        decay, no_decay = [], []
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            if param.ndim <= 1 or name.endswith(".bias") or name in skip:
-                no_decay.append(param)
-            else:
-                decay.append(param)
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-    groups = [dict(g) for g in groups if len(g["params"])]
-    for group in groups:
-        group.setdefault("lr_scale", 1.0)
-    return groups
+    from timm.optim import create_optimizer_v2
 
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model, cfg)`; the fused kernel on CUDA."""
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(
-        param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-        fused=fused or None,
+    layer_decay = cfg.layer_decay if cfg.layer_decay < 1.0 else None
+    if layer_decay is not None and not hasattr(model, "group_matcher"):
+        raise ValueError(f"{type(model).__name__} has no layer-wise lr decay groups")
+    return create_optimizer_v2(
+        model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+        layer_decay=layer_decay, **({"fused": True} if device.type == "cuda" else {}),
     )
 
 
