@@ -34,7 +34,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("RAY_ADDRESS", None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = (REPO_ROOT.parent / "shared" / "data" / "real").resolve()
+REAL_DATA = Path(
+    os.environ.get("SIGNMAE_REAL_DATA") or REPO_ROOT.parent / "shared" / "data" / "real"
+).resolve()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -61,7 +63,11 @@ def ray_local() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The shared real clips, read in place; tests that need them skip only if absent."""
+    """The shared real clips, read in place. Absent on a developer's laptop the tests that need
+    them skip; under CI (`CI` set) an absent folder is a failure, never a silent skip."""
     if not REAL_DATA.is_dir():
-        pytest.skip(f"real test data not found at {REAL_DATA}")
+        message = f"real test data not found at {REAL_DATA}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must run the real-data tests", pytrace=False)
+        pytest.skip(message)
     return REAL_DATA

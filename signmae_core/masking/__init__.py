@@ -14,6 +14,7 @@ The package itself needs only numpy and torch (it runs on machines without the p
 from .fields import FIELD_NAMES, FLIP_PERMUTATION, FieldParams, compute_fields
 from .leakage import Leakage, hand_leakage
 from .masker import MaskDraw, TokenMasker
+from .noise import SampleKeys
 from .pooling import ScoreWeights, TokenMaps, combine, pool_fields, token_maps
 from .samplers import SAMPLERS, MaskSampler, build_sampler, masked_per_slot, num_masked
 
@@ -21,6 +22,7 @@ __all__ = [
     "FIELD_NAMES",
     "FLIP_PERMUTATION",
     "SAMPLERS",
+    "SampleKeys",
     "FieldParams",
     "Leakage",
     "MaskDraw",

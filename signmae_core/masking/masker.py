@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .pooling import Grid, ScoreWeights, TokenMaps, token_maps
-from .samplers import MaskSampler, build_sampler
+from .samplers import MaskSampler, Noise, build_sampler
 
 
 @dataclass
@@ -59,7 +59,7 @@ class TokenMasker:
         *,
         batch_size: int | None = None,
         device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        generator: Noise = None,
     ) -> MaskDraw:
         """Draw a (B, N) mask; `fields` (B, F, T, Hc, Wc) or None (then give batch_size)."""
         maps = None

@@ -10,7 +10,9 @@ One interface for every sampler::
 - `ratio`: share of tokens to mask; every sampler masks exactly `num_masked(grid, ratio)` tokens
   in every clip (T' times the per-slot count, so tube masking is exact too and samplers compare
   at equal counts), so batches stack and the encoder sees a fixed number of tokens;
-- `generator`: a `torch.Generator` on the batch's device (None: torch's default generator).
+- `generator`: the noise source: `SampleKeys` (counter-based: the mask is a pure function of
+  each clip's seed, epoch, global index and view, whoever draws it; what training uses), or a
+  `torch.Generator` on the batch's device (None: torch's default generator).
 
 Samplers: `tube` (VideoMAE: one spatial mask repeated over time), `random` (uniform over all
 tokens) and `segmentation` (Gumbel-top-k over `strength * score`: at strength 0 it is exactly the
@@ -23,7 +25,12 @@ from typing import ClassVar
 
 import torch
 
+from .noise import SampleKeys
 from .pooling import Grid
+
+Noise = torch.Generator | SampleKeys | None
+# one noise stream per use, so that two uses of counter-based keys never share values
+STREAM_TUBE, STREAM_RANDOM, STREAM_SEGMENTATION, STREAM_HANDS_VISIBLE = 1, 2, 3, 4
 
 
 def masked_per_slot(grid: Grid, ratio: float) -> int:
@@ -48,8 +55,13 @@ def _top_k_mask(keys: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _uniform(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    shape: tuple[int, int], generator: Noise, device: torch.device, stream: int
 ) -> torch.Tensor:
+    """(B, M) uniform noise in (0, 1) from counter-based keys or a torch generator."""
+    if isinstance(generator, SampleKeys):
+        if generator.batch_size != shape[0]:
+            raise ValueError(f"{generator.batch_size} sample keys for a batch of {shape[0]}")
+        return generator.uniform(shape[1], stream, device)
     return torch.rand(shape, generator=generator, device=device)
 
 
@@ -81,7 +93,7 @@ class MaskSampler:
         scores: torch.Tensor | None,
         grid: Grid,
         ratio: float,
-        generator: torch.Generator | None = None,
+        generator: Noise = None,
         *,
         batch_size: int | None = None,
         device: torch.device | str | None = None,
@@ -101,7 +113,7 @@ class MaskSampler:
         scores: torch.Tensor | None,
         grid: Grid,
         ratio: float,
-        generator: torch.Generator | None,
+        generator: Noise,
         batch: int,
         device: torch.device,
         hands: torch.Tensor | None,
@@ -115,7 +127,7 @@ class TubeSampler(MaskSampler):
     name = "tube"
 
     def _draw(self, scores, grid, ratio, generator, batch, device, hands):
-        keys = _uniform((batch, grid[1] * grid[2]), generator, device)
+        keys = _uniform((batch, grid[1] * grid[2]), generator, device, STREAM_TUBE)
         spatial = _top_k_mask(keys, masked_per_slot(grid, ratio))  # (B, H'W')
         return spatial[:, None, :].expand(batch, grid[0], spatial.shape[1]).reshape(batch, -1)
 
@@ -126,7 +138,7 @@ class RandomSampler(MaskSampler):
     name = "random"
 
     def _draw(self, scores, grid, ratio, generator, batch, device, hands):
-        keys = _uniform((batch, grid[0] * grid[1] * grid[2]), generator, device)
+        keys = _uniform((batch, grid[0] * grid[1] * grid[2]), generator, device, STREAM_RANDOM)
         return _top_k_mask(keys, num_masked(grid, ratio))
 
 
@@ -151,7 +163,7 @@ class SegmentationSampler(MaskSampler):
 
     def _draw(self, scores, grid, ratio, generator, batch, device, hands):
         k = num_masked(grid, ratio)
-        uniform = _uniform(tuple(scores.shape), generator, device)
+        uniform = _uniform(tuple(scores.shape), generator, device, STREAM_SEGMENTATION)
         gumbel = -torch.log(-torch.log(uniform.clamp_(min=torch.finfo(uniform.dtype).tiny)))
         keys = self.strength * scores.float() + gumbel
         if self.keep_hand_visible > 0 and hands is not None:
@@ -159,7 +171,7 @@ class SegmentationSampler(MaskSampler):
         return _top_k_mask(keys, k)
 
     def _forced_visible(
-        self, hands: torch.Tensor, k: int, generator: torch.Generator | None
+        self, hands: torch.Tensor, k: int, generator: Noise
     ) -> torch.Tensor:
         """(B, N) bool: a uniform share `keep_hand_visible` of each row's hand tokens."""
         if hands.ndim == 3:  # (B, 2, N) per hand -> either hand
@@ -167,7 +179,8 @@ class SegmentationSampler(MaskSampler):
         tokens = hands.shape[1]
         count = torch.round(self.keep_hand_visible * hands.sum(dim=1).float()).long()
         count = count.clamp(max=tokens - k)  # (B,)
-        order = _uniform(tuple(hands.shape), generator, hands.device).masked_fill(~hands, 2.0)
+        order = _uniform(tuple(hands.shape), generator, hands.device, STREAM_HANDS_VISIBLE)
+        order = order.masked_fill(~hands, 2.0)
         rank = order.argsort(dim=1).argsort(dim=1)
         return rank < count[:, None]
 
