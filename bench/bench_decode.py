@@ -4,7 +4,7 @@ On real WLASL clips (their own sign windows, 288x192 to 1920x1080, H.264 and MPE
 
 1. bare loop: one process, one thread, PyAV decodes each window (stopping at its end) and does
    nothing else; a second bare loop also converts each window frame to an RGB array;
-2. the decode stage (`pipelines.decode.run`, forced): decode, resample to `decode.fps`, crop,
+2. the decode stage (through the plan's envelope, forced): decode, resample to `decode.fps`, crop,
    resize, JPEG-encode and write every clip, plus the stage's bookkeeping, on a local Ray with
    1 CPU, then with 2 CPUs (one thread per worker).
 
@@ -32,11 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import decode, ingest  # noqa: E402
+from pipelines import outputs  # noqa: E402
+from pipelines.dag import Plan  # noqa: E402
+from pipelines.execute import execute  # noqa: E402
 from pipelines.ray_runtime import ensure_ray  # noqa: E402
 from signmae_core.config import (  # noqa: E402
     DatasetConfig,
-    PipelineConfig,
     RayConfig,
     load_config,
 )
@@ -73,12 +74,12 @@ def bare_loop(windows: list[tuple[str, int, int]], convert: bool) -> int:
     return frames
 
 
-def timed_stage(cfg: PipelineConfig, dataset: DatasetConfig) -> tuple[float, float, dict[str, int]]:
+def timed_stage(plan: Plan, dataset: DatasetConfig) -> tuple[float, float, dict[str, int]]:
     """(wall seconds, summed worker CPU seconds, counts) of one forced run of the stage."""
     started = time.perf_counter()
-    record = decode.run(cfg, dataset, force=True)
+    record = execute(plan, plan.key("decode", dataset.name), force=True).record
     wall = time.perf_counter() - started
-    cpu = sum(r["decode_cpu_s"] or 0.0 for r in decode.load_clips(cfg, dataset).to_pylist())
+    cpu = sum(r["decode_cpu_s"] or 0.0 for r in outputs.clip_rows(plan, dataset.name))
     return wall, cpu, record.counts
 
 
@@ -131,10 +132,11 @@ def run_all(
             f"decode.fps={args.fps}",
         ]
         cfg = load_config(None, overrides, datasets=[main_set.model_dump(), warm_set.model_dump()])
+        plan = Plan.from_config(cfg)
         start_ray(2, ray_tmp)
         for dataset in (main_set, warm_set):
-            ingest.run(cfg, dataset)
-        manifest = ingest.load_manifest(cfg, main_set).to_pylist()
+            execute(plan, plan.key("ingest", dataset.name))
+        manifest = outputs.manifest(plan, main_set.name).to_pylist()
         windows = [
             (r["uri"], r["frame_start"], r["frame_end"]) for r in manifest if r["status"] == "ok"
         ]
@@ -152,8 +154,8 @@ def run_all(
         results = {}
         for cpus in (1, 2):
             start_ray(cpus, ray_tmp)
-            decode.run(cfg, warm_set, force=True)  # start and warm the workers
-            results[cpus] = timed_stage(cfg, main_set)
+            execute(plan, plan.key("decode", warm_set.name), force=True)  # warm the workers
+            results[cpus] = timed_stage(plan, main_set)
     info = {
         "windows": len(windows),
         "window_frames": window_frames,

@@ -5,10 +5,10 @@ On real clips (KArSL and WLASL200 by default, decoded by the decode stage first)
 1. bare loop: one process, the same MediaPipe models and settings the stage uses (Hands in
    tracking mode, Pose complexity 1, Selfie Segmentation), reset per clip, over the same frames
    the stage extracts from (read into memory before the clock starts); it does nothing else;
-2. the extract stage (`pipelines.extract.run`, forced) on a local Ray with 1 CPU and 1 worker,
-   with the second look off, so that it runs the bare loop's models and nothing more: worker
-   start and model loading, reading the frames, MediaPipe, handedness, rasterizing part maps,
-   encoding, Parquet writing and bookkeeping;
+2. the extract stage (forced, through `pipelines.runner.run_stages`) on a local Ray with 1 CPU
+   and 1 worker, with the second look off, so that it runs the bare loop's models and nothing
+   more: worker start and model loading, reading the frames, MediaPipe, handedness, rasterizing
+   part maps, encoding, Parquet writing and bookkeeping;
 3. the stage with its default settings (the second look on: extra Hands runs on crops where
    tracking missed a hand), 1 worker: what the second look costs;
 4. the default stage with 2 CPUs and 2 workers (one thread each).
@@ -35,13 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_extract_accuracy import csv_subset  # noqa: E402
 
-from pipelines import decode, extract, ingest  # noqa: E402
+from pipelines import extract, outputs  # noqa: E402
+from pipelines.dag import Plan  # noqa: E402
 from pipelines.ray_runtime import ensure_ray  # noqa: E402
+from pipelines.runner import run_stages  # noqa: E402
 from signmae_core.clips import read_clip_meta  # noqa: E402
 from signmae_core.config import DatasetConfig, RayConfig, load_config  # noqa: E402
 from signmae_core.extract.schema import read_extraction  # noqa: E402
 from signmae_core.extract.worker import ClipExtractor, mediapipe_params  # noqa: E402
-from signmae_core.store import ArtifactStore  # noqa: E402
 
 
 def start_ray(cpus: int, temp_dir: str) -> None:
@@ -55,7 +56,7 @@ def start_ray(cpus: int, temp_dir: str) -> None:
 
 def stage_frames(cfg: Any, dataset: DatasetConfig) -> list[Any]:
     """The frames the stage extracts from, per clip, read as the stage's workers read them."""
-    jobs = extract._jobs(cfg, dataset, ArtifactStore.from_config(cfg.store))
+    jobs = extract.clip_jobs(Plan(cfg), dataset.name)
     reader = ClipExtractor(cfg.extract.model_copy(update={"backend": "oracle"}), dataset.root)
     clips = []
     for job in jobs.values():
@@ -100,9 +101,9 @@ def bare_loop(clips: list[Any], cfg: Any, pose: bool = True) -> tuple[float, flo
 def timed_stage(cfg: Any, dataset: DatasetConfig) -> tuple[float, float, int]:
     """(wall s, summed worker CPU s, frames) of one forced run of the stage."""
     started = time.perf_counter()
-    record = extract.run(cfg, dataset, force=True)
+    record = run_stages(cfg, ["extract"], datasets=[dataset.name], force=True)[-1].record
     wall = time.perf_counter() - started
-    _, folder = extract.current(cfg, dataset)
+    folder = Plan(cfg).output("extract", dataset.name).folder
     cpu = sum(r["cpu_seconds"] or 0.0 for r in read_extraction(
         folder, columns=["cpu_seconds"]).to_pylist())
     return wall, cpu, record.counts["frames"]
@@ -154,8 +155,7 @@ def run_all(args: argparse.Namespace, data: Path, tmp: Path, ray_tmp: str) -> tu
         datasets=[dataset.model_dump()],
     )
     start_ray(2, ray_tmp)
-    ingest.run(cfg1, dataset)
-    decode.run(cfg1, dataset)
+    run_stages(cfg1, ["ingest", "decode"], datasets=[dataset.name])
     clips = stage_frames(cfg1, dataset)
     sizes = sorted({c.shape[1] for c in clips})
     results = {"bare": bare_loop(clips, cfg1)}
@@ -166,7 +166,8 @@ def run_all(args: argparse.Namespace, data: Path, tmp: Path, ray_tmp: str) -> tu
     results["stage1"] = timed_stage(cfg1, dataset)
     start_ray(2, ray_tmp)
     results["stage2"] = timed_stage(cfg2, dataset)
-    return results, {"clips": len(ingest.load_manifest(cfg1, dataset)), "sizes": sizes}
+    clips_in_manifest = len(outputs.manifest(Plan(cfg1), dataset.name))
+    return results, {"clips": clips_in_manifest, "sizes": sizes}
 
 
 def report(results: dict, info: dict, load_before: tuple, load_after: tuple) -> None:

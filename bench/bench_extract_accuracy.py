@@ -1,7 +1,7 @@
 """Extraction accuracy: MediaPipe against synthetic ground truth; hand detection on real clips.
 
 1. Synthetic (rendered ground truth): a synthetic dataset is generated, ingested, decoded and
-   extracted with the MediaPipe backend through the stage (`pipelines.extract.run`); each clip
+   extracted with the MediaPipe backend through the stage (`pipelines.runner.run_stages`); each clip
    is compared with the oracle backend on the same clip grid:
    - hand detection rate: hands found / hands wholly in view, per hand;
    - PCK@0.1: share of the 21 landmarks of found hands within 0.1 x the hand's size (the longer
@@ -39,14 +39,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import decode, extract, ingest  # noqa: E402
+from pipelines import outputs  # noqa: E402
+from pipelines.dag import Plan  # noqa: E402
 from pipelines.ray_runtime import ensure_ray, map_bounded  # noqa: E402
+from pipelines.runner import run_stages as run_pipeline  # noqa: E402
 from signmae_core.clips import read_clip_meta  # noqa: E402
 from signmae_core.config import DatasetConfig, RayConfig, SynthConfig, load_config  # noqa: E402
-from signmae_core.extract.encoding import BODY, FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
 from signmae_core.extract.mediapipe_backend import wrist_distances  # noqa: E402
 from signmae_core.extract.oracle_backend import oracle_extract  # noqa: E402
 from signmae_core.extract.schema import iter_clips, read_extraction  # noqa: E402
+from signmae_core.ingest.adapters import resolve_inside  # noqa: E402
+from signmae_core.parts import BODY, FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
 from signmae_core.synth import generate, read_ground_truth  # noqa: E402
 
 REAL_FOLDERS = ("karsl70", "isl151", "wlasl200", "wlasl_samples", "misc")
@@ -84,11 +87,15 @@ def real_datasets(data: Path, out: Path, clips: int) -> list[DatasetConfig]:
 
 def run_stages(cfg: Any, dataset: DatasetConfig) -> tuple[Any, float]:
     """Ingest, decode and extract one dataset; returns (extract record, extract wall seconds)."""
-    ingest.run(cfg, dataset)
-    decode.run(cfg, dataset)
+    run_pipeline(cfg, ["ingest", "decode"], datasets=[dataset.name])
     started = time.perf_counter()
-    record = extract.run(cfg, dataset)
+    record = run_pipeline(cfg, ["extract"], datasets=[dataset.name])[-1].record
     return record, time.perf_counter() - started
+
+
+def output_folder(cfg: Any, stage: str, dataset: DatasetConfig) -> str:
+    """The finished output folder of a stage for this config and dataset."""
+    return Plan(cfg).output(stage, dataset.name).folder
 
 
 # ---- synthetic ---------------------------------------------------------------------------------
@@ -114,8 +121,8 @@ def is_true_hand(
 
 def synthetic_metrics(cfg: Any, dataset: DatasetConfig) -> dict[str, float]:
     """Compare the stage's MediaPipe output with the ground truth, clip by clip."""
-    _, decode_dir = decode.current(cfg, dataset)
-    _, extract_dir = extract.current(cfg, dataset)
+    decode_dir = output_folder(cfg, "decode", dataset)
+    extract_dir = output_folder(cfg, "extract", dataset)
     root = Path(dataset.root)
     in_view = found = detected = false = 0
     pck, hand_iou, face_iou, body_iou = [], [], [], []
@@ -261,9 +268,15 @@ def reference_settings(cfg: Any) -> dict[str, Any]:
 def reference_rate(cfg: Any, dataset: DatasetConfig) -> float:
     """Plain MediaPipe Hands at the source's own resolution and frame rate, every frame of each
     ok clip's window: the reference the stage's detection rate is compared with."""
-    rows = [r for r in ingest.load_manifest(cfg, dataset).to_pylist() if r["status"] == "ok"]
+    manifest = outputs.manifest(Plan(cfg), dataset.name).to_pylist()
+    rows = [r for r in manifest if r["status"] == "ok"]
     settings = reference_settings(cfg)
-    jobs = ((r["video_id"], (r["uri"], r["frame_start"], r["frame_end"], settings)) for r in rows)
+    root = Path(dataset.root)
+    jobs = (
+        (r["video_id"], (str(resolve_inside(root, r["path"])[0]), r["frame_start"],
+                         r["frame_end"], settings))
+        for r in rows
+    )
     frames = found = 0
     for _, result, error in map_bounded(reference_task, jobs, max_in_flight=4):
         if error is None:
@@ -287,8 +300,7 @@ def run_real(args: argparse.Namespace, tmp: Path) -> None:
             if args.folders and dataset.name not in args.folders.split(","):
                 continue
             run_stages(cfg, dataset)
-            _, extract_dir = extract.current(cfg, dataset)
-            rates = real_rates(extract_dir)
+            rates = real_rates(output_folder(cfg, "extract", dataset))
             if args.reference:  # once per folder and set of Hands settings
                 key = (dataset.name, repr(sorted(reference_settings(cfg).items())))
                 if key not in references:

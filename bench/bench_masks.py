@@ -119,14 +119,13 @@ def bench_stage(cfg: Any, repeats: int) -> dict[str, Any]:
     """Clips/s of read+decode alone and of read+decode+compute+write, in one process."""
     import tempfile
 
-    from pipelines import extract, masks
+    from pipelines import masks, outputs
+    from pipelines.dag import Plan
     from signmae_core.extract.schema import part_files, read_extraction, table_to_clips
     from signmae_core.masking.fields import FieldParams
     from signmae_core.store import ArtifactStore
 
-    store = ArtifactStore(cfg.store.root)
-    dataset = cfg.dataset()
-    _, extraction_dir = extract.current(cfg, dataset, store)
+    extraction_dir = outputs.extraction(Plan(cfg), cfg.dataset().name).folder
     files = [str(f) for f in part_files(extraction_dir)]
     params = FieldParams.from_config(cfg.masks).__dict__
     meta = {"version": "bench"}
@@ -145,7 +144,7 @@ def bench_stage(cfg: Any, repeats: int) -> dict[str, Any]:
             for i, file in enumerate(files):
                 out = f"{scratch.base}/f{i}.parquet"
                 result = masks.compute_part(scratch, file, out, f"f{i}.parquet", params, meta)
-                count += result["ok"] + len(result["failed"])
+                count += len(result["ok"]) + len(result["failed"])
         return count
 
     wall: dict[str, list[float]] = {"read": [], "fields": []}
@@ -265,19 +264,18 @@ def bench_leakage(cfg: Any, draws: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from pipelines import decode, masks
+    from pipelines import outputs
+    from pipelines.dag import Plan
     from signmae_core.data import ClipDataset, ClipRecord, Sampling
     from signmae_core.masking import Leakage, TokenMasker, hand_leakage
     from signmae_core.models import token_grid
-    from signmae_core.store import ArtifactStore
 
-    store = ArtifactStore(cfg.store.root)
-    dataset = cfg.dataset()
-    _, folder = decode.current(cfg, dataset, store)
-    reader = masks.open_fields(cfg, dataset, store)
+    plan = Plan(cfg)
+    dataset = cfg.dataset().name
+    reader = outputs.field_reader(plan, dataset)
     records = [
-        ClipRecord(r["video_id"], f"{folder}/{r['clip']}", dataset=dataset.name)
-        for r in decode.load_clips(cfg, dataset, store).to_pylist()
+        ClipRecord(r["video_id"], r["clip_path"], dataset=dataset)
+        for r in outputs.clip_rows(plan, dataset)
         if r["status"] == "ok" and r["video_id"] in reader
     ]
     data = ClipDataset(records, Sampling.from_config(cfg), fields=reader, train=False)
@@ -303,14 +301,15 @@ def bench_leakage(cfg: Any, draws: int) -> dict[str, Any]:
 
 
 def bench_figure(cfg: Any, work: Path) -> str:
-    from pipelines import decode, masks
-    from signmae_core.store import ArtifactStore
+    from pipelines import outputs
+    from pipelines.dag import Plan
+    from pipelines.inspect_cmd import inspect_masks
 
-    store = ArtifactStore(cfg.store.root)
-    dataset = cfg.dataset()
-    rows = [r for r in decode.load_clips(cfg, dataset, store).to_pylist() if r["status"] == "ok"]
-    path = work / f"inspect-{dataset.name}-{rows[0]['video_id']}.png"
-    return str(masks.inspect_masks(cfg, dataset, rows[0]["video_id"], path))
+    plan = Plan(cfg)
+    dataset = cfg.dataset().name
+    rows = [r for r in outputs.clip_rows(plan, dataset) if r["status"] == "ok"]
+    path = work / f"inspect-{dataset}-{rows[0]['video_id']}.png"
+    return str(inspect_masks(plan, dataset, rows[0]["video_id"], path))
 
 
 # ---- main ----------------------------------------------------------------------------------------

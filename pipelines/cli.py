@@ -16,11 +16,17 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from signmae_core.config import ConfigError, PipelineConfig, SynthConfig, load_config
+from signmae_core.config import (
+    ConfigError,
+    PipelineConfig,
+    SynthConfig,
+    load_config,
+    short_repr,
+)
 from signmae_core.errors import SignmaeError
 from signmae_core.store import StoreError
 
-from .stages import STAGE_NAMES, STAGES, get_stage
+from .stages import STAGE_NAMES, STAGES
 
 
 class UsageError(SignmaeError):
@@ -87,21 +93,39 @@ def _one_line_validation(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
-    return f"--{where.replace('_', '-')}: {message} (got {first.get('input')!r})"
+    return f"--{where.replace('_', '-')}: {message} (got {short_repr(first.get('input'))})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_stages
 
     cfg = _config(args)
-    names = args.stages or [s.name for s in STAGES if s.available]
-    for name in names:
-        try:
-            get_stage(name)
-        except KeyError as exc:
-            raise UsageError(str(exc.args[0])) from None
-    run_stages(cfg, names, datasets=args.dataset or None, force=args.force)
+    run_stages(cfg, args.stages or None, datasets=args.dataset or None, force=args.force)
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .dag import Plan
+
+    plan = Plan.from_config(_config(args))
+    rows = [
+        row for row in plan.table(verify=args.verify)
+        if not args.dataset or row["dataset"] in args.dataset or row["dataset"] == "_train"
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'dataset':<12} {'stage':<9} {'version':<13} {'state':<9} {'ok':>6} {'failed':>6} "
+          f"{'bytes':>11}  why")
+    for row in rows:
+        print(f"{row['dataset']:<12} {row['stage']:<9} {row['version']:<13} {row['state']:<9} "
+              f"{_blank(row['ok']):>6} {_blank(row['failed']):>6} {_blank(row['bytes']):>11}  "
+              f"{row['why']}")
+    return 0
+
+
+def _blank(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -125,7 +149,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_stages(args: argparse.Namespace) -> int:
     for stage in STAGES:
         state = "ready" if stage.available else "missing"
-        print(f"{stage.name:<10} {state:<8} {stage.summary}")
+        needs = ", ".join(stage.needs) or "-"
+        print(f"{stage.name:<10} {state:<8} needs {needs:<17} {stage.summary}")
     return 0
 
 
@@ -166,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hashes", action="store_true", help="print each section's canonical hash")
     _add_config_args(p)
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "plan", help="per dataset and stage: version, state (done, will run, stale, damaged)"
+    )
+    p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verify", action="store_true", help="also check recorded sha256 sums")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("stages", help="list the stages and which are available")
     p.set_defaults(func=cmd_stages)

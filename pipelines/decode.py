@@ -7,10 +7,11 @@ Output (see docs/CLIPS.md)::
                                                                 status, error, frames, labels
     <root>/<dataset>/decode/<version>/_stage.json               the stage record
 
-`version = decode_version(cfg, dataset)` (decode settings + ingest version); the record's input
-is the ingest record's fingerprint. Each clip is written under a temporary name and renamed, and
-carries a key of what it was made from: a rerun after new videos, or after a killed run, decodes
-only the videos without a matching clip. A video that fails to decode is a failed row.
+The version hashes the decode settings and the ingest version (see `pipelines.dag`); the
+record's input is the ingest record's fingerprint. Each clip is written under a temporary name
+and renamed, and carries a key of what it was made from: a rerun after new videos, or after a
+killed run, decodes only the videos without a matching clip. A video that fails to decode is a
+failed row.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -28,39 +29,29 @@ import pyarrow.parquet as pq
 
 from signmae_core.clips import (
     CLIP_SUFFIX,
+    CLIP_TABLE,
+    CLIPS_DIR,
     ClipError,
     ClipMeta,
-    decode_config_hash,
-    decode_version,
-    encode_jpeg,
+    decode_source,
     read_clip_meta,
     write_clip_jpegs,
 )
-from signmae_core.config import DecodeConfig, PipelineConfig
-from signmae_core.config.ingest import DatasetConfig
-from signmae_core.ingest.manifest import read_manifest
-from signmae_core.ingest.source import (
-    SourceError,
-    crop_box_for,
-    read_window,
-    resample_indices,
-)
+from signmae_core.config import DecodeConfig
+from signmae_core.ingest.adapters import resolve_inside
+from signmae_core.ingest.source import SourceError, resample_indices
 from signmae_core.store import (
     ArtifactStore,
     OutputEntry,
-    StageRecord,
+    StageWriter,
     atomic_output,
     describe_output,
 )
 
-from . import ingest
-from .progress import Progress, print_failures
+from . import outputs
+from .execute import StageContext, StageResult
+from .progress import Progress
 from .ray_runtime import cluster_cpus, ensure_ray, map_bounded, one_thread_per_worker
-
-CODE_VERSION = 1
-STAGE = "decode"
-CLIPS_DIR = "clips"
-RESULTS_NAME = "clips.parquet"
 
 RESULT_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("video_id", pa.string(), "the manifest's video id"),
@@ -76,8 +67,8 @@ RESULT_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("frames_expected", pa.int32(), "frames the window should give at decode.fps"),
     ("truncated", pa.bool_(), "the window had more than decode.max_frames frames"),
     ("source_key", pa.string(), "hash of the manifest row and settings the clip was made from"),
-    ("decode_s", pa.float64(), "wall seconds spent on this clip (null when reused)"),
-    ("decode_cpu_s", pa.float64(), "CPU seconds of the worker on this clip (null when reused)"),
+    ("decode_s", pa.float64(), "wall seconds spent on this clip when it was made"),
+    ("decode_cpu_s", pa.float64(), "CPU seconds of the worker on this clip when it was made"),
 ]
 
 
@@ -108,46 +99,18 @@ def decode_clip(job: dict[str, Any], settings: dict[str, Any], local_path: str) 
     Raises SourceError / ClipError for a video that cannot be decoded.
     """
     cfg = DecodeConfig.model_validate(settings)
-    box = crop_box_for(job["width"], job["height"], cfg.crop, job["bbox"])
-    expected = resample_indices(job["frame_start"], job["frame_end"], job["fps"], cfg.fps)
-    truncated = len(expected) > cfg.max_frames
-    indices, jpegs = [], []
-    for index, image in read_window(
-        job["uri"],
-        job["frame_start"],
-        job["frame_end"],
-        out_fps=cfg.fps,
-        box=box,
-        size=cfg.size,
-        max_frames=cfg.max_frames,
-        pixel_format="bgr24",
-    ):
-        indices.append(index)
-        jpegs.append(encode_jpeg(image, cfg.jpeg_quality, bgr=True))
-    if not jpegs:
-        raise SourceError("no frame of the window could be decoded")
-    meta = ClipMeta(
-        video_id=job["video_id"],
-        fps=cfg.fps,
-        height=cfg.size,
-        width=cfg.size,
-        num_frames=len(jpegs),
-        source_path=job["path"],
-        source_width=job["width"],
-        source_height=job["height"],
-        source_fps=job["fps"],
-        window=(job["frame_start"], job["frame_end"]),
-        frame_indices=indices,
-        crop_box=box.to_list(),
-        frames_expected=min(len(expected), cfg.max_frames),
-        jpeg_quality=cfg.jpeg_quality,
-        source_key=job["source_key"],
+    window = (job["frame_start"], job["frame_end"])
+    jpegs, meta = decode_source(
+        job["uri"], cfg, window=window, source_fps=job["fps"],
+        source_size=(job["width"], job["height"]), bbox=job["bbox"], video_id=job["video_id"],
+        source_path=job["path"], source_key=job["source_key"],
     )
     write_clip_jpegs(local_path, jpegs, meta)
+    expected = resample_indices(*window, job["fps"], cfg.fps)
     return {
         "num_frames": meta.num_frames,
         "frames_expected": meta.frames_expected,
-        "truncated": truncated,
+        "truncated": len(expected) > cfg.max_frames,
     }
 
 
@@ -161,8 +124,9 @@ def decode_task(
     try:
         with atomic_output(store, final) as tmp:
             result.update(decode_clip(job, settings, str(tmp)))
-            entry = describe_output(rel, tmp)
-        result.update(status="ok", error=None, clip=rel, clip_bytes=entry.bytes)
+            entry = describe_output(rel, tmp, checksum=True)
+        result.update(status="ok", error=None, clip=rel, clip_bytes=entry.bytes,
+                      clip_sha256=entry.sha256)
     except (SourceError, ClipError) as exc:
         result.update(status="failed", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a library failure on one video fails that video
@@ -174,7 +138,7 @@ def decode_task(
 
 # ---- the stage ---------------------------------------------------------------------------------
 def _previous_results(store: ArtifactStore, folder: str) -> dict[str, dict[str, Any]]:
-    path = f"{folder}/{RESULTS_NAME}"
+    path = f"{folder}/{CLIP_TABLE}"
     if not store.exists(path):
         return {}
     try:
@@ -214,163 +178,114 @@ def _results_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in schema.names}, schema=schema)
 
 
-def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> StageRecord:
-    """Decode one dataset's ok videos into clips; returns the stage record."""
-    store = ArtifactStore.from_config(cfg.store)
-    ingest_record, manifest_path = ingest.current(cfg, dataset, store)
-    version = decode_version(cfg, dataset)
-    config_hash = decode_config_hash(cfg)
-    inputs = {"ingest": ingest_record.fingerprint()}
-    if not force:
-        record = store.is_up_to_date(
-            dataset.name, STAGE, version, config_hash, CODE_VERSION, inputs
-        )
-        if record is not None:
-            return record
-    manifest = read_manifest(manifest_path, filesystem=store.fs).to_pylist()
-    with store.open_stage(
-        dataset.name,
-        STAGE,
-        version,
-        config_hash=config_hash,
-        code_version=CODE_VERSION,
-        inputs=inputs,
-    ) as writer:
-        previous = {} if force else _previous_results(store, writer.dir)
-        results: dict[str, dict[str, Any]] = {}
-        todo: list[dict[str, Any]] = []
-        ok_rows = [row for row in manifest if row["status"] == "ok"]
-        for row in ok_rows:
-            job = {**row, "source_key": source_key(row, config_hash)}
-            rel = clip_rel(row["video_id"])
-            meta = None if force else _existing_clip(store, writer.path(rel), job["source_key"])
-            old = previous.get(row["video_id"], {})
-            if meta is not None:
-                results[row["video_id"]] = {
-                    **old,
-                    "video_id": row["video_id"],
-                    "status": "ok",
-                    "error": None,
-                    "clip": rel,
-                    "num_frames": meta.num_frames,
-                    "frames_expected": meta.frames_expected,
-                    "source_key": meta.source_key,
-                    "truncated": old.get("truncated", False),
-                    "decode_s": None,
-                    "decode_cpu_s": None,
-                }
-                writer.add_existing(rel)
-                results[row["video_id"]]["clip_bytes"] = writer.outputs[rel].bytes
-            elif old.get("status") == "failed" and old.get("source_key") == job["source_key"]:
-                results[row["video_id"]] = {**old, "decode_s": None, "decode_cpu_s": None}
-            else:
-                todo.append(job)
-        reused = len(results)
-        for result in _decode_all(cfg, dataset, store, writer, todo):
-            results[result["video_id"]] = result
-            if result["status"] == "ok":
-                writer.add(OutputEntry(path=result["clip"], bytes=result["clip_bytes"]))
-        for row in ok_rows:
-            result = results[row["video_id"]]
-            for name in ("split", "label", "label_id", "signer"):
-                result[name] = row[name]
-        keep = {r["clip"] for r in results.values() if r["status"] == "ok"}
-        stale = _remove_stale_clips(store, writer.dir, keep)
-        with writer.output(RESULTS_NAME, checksum=True) as tmp:
-            pq.write_table(_results_table(list(results.values())), str(tmp), compression="zstd")
-        # One entry for the clips folder: the per-clip list is clips.parquet itself.
-        clip_entries = [writer.outputs.pop(rel) for rel in keep]
-        writer.add(OutputEntry(path=f"{CLIPS_DIR}/", bytes=sum(e.bytes for e in clip_entries)))
-        status = Counter(r["status"] for r in results.values())
-        writer.counts.update(
-            ok=status["ok"],
-            failed=status["failed"],
-            skipped=reused,
-            decoded=len(todo),
-            ingest_failed=len(manifest) - len(ok_rows),
-            stale_removed=stale,
-            short=sum(
-                1
-                for r in results.values()
-                if r["status"] == "ok" and r["num_frames"] < r["frames_expected"]
-            ),
-            truncated=sum(1 for r in results.values() if r.get("truncated")),
-        )
-        print_failures(f"decode {dataset.name}", results.values())
-        return writer.commit(
-            format="smclip (JPEG frames in one file)",
-            fps=cfg.decode.fps,
-            size=cfg.decode.size,
-            crop=cfg.decode.crop,
-            frames=sum(r.get("num_frames") or 0 for r in results.values()),
-            ingest_version=ingest_record.version,
-        )
+def _reused_result(
+    writer: StageWriter, meta: ClipMeta, old: dict[str, Any], rel: str
+) -> dict[str, Any]:
+    """The result row of a clip already in place (a killed run's, or a grown dataset's)."""
+    writer.add_existing(rel, checksum=True)
+    return {
+        **old,
+        "video_id": meta.video_id,
+        "status": "ok",
+        "error": None,
+        "clip": rel,
+        "clip_bytes": writer.outputs[rel].bytes,
+        "num_frames": meta.num_frames,
+        "frames_expected": meta.frames_expected,
+        "source_key": meta.source_key,
+        "truncated": old.get("truncated", False),
+        "decode_s": old.get("decode_s"),  # the time it took when it was made
+        "decode_cpu_s": old.get("decode_cpu_s"),
+    }
 
 
-def _decode_all(
-    cfg: PipelineConfig,
-    dataset: DatasetConfig,
-    store: ArtifactStore,
-    writer: Any,
-    todo: list[dict[str, Any]],
-) -> Iterator[dict[str, Any]]:
+def _split_work(
+    ctx: StageContext, ok_rows: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Results that can be reused as they are, and the jobs that must be decoded."""
+    store, writer, dataset = ctx.store, ctx.writer, ctx.dataset
+    settings_hash = ctx.cfg.decode.output_hash()
+    previous = {} if ctx.force else _previous_results(store, writer.dir)
+    results: dict[str, dict[str, Any]] = {}
+    todo: list[dict[str, Any]] = []
+    for row in ok_rows:
+        source, _, error = resolve_inside(Path(dataset.root), row["path"])
+        job = {**row, "uri": str(source) if source else None,
+               "source_key": source_key(row, settings_hash)}
+        rel = clip_rel(row["video_id"])
+        meta = None if ctx.force else _existing_clip(store, writer.path(rel), job["source_key"])
+        old = previous.get(row["video_id"], {})
+        if meta is not None:
+            results[row["video_id"]] = _reused_result(writer, meta, old, rel)
+        elif old.get("status") == "failed" and old.get("source_key") == job["source_key"]:
+            results[row["video_id"]] = dict(old)
+        elif error is not None:
+            results[row["video_id"]] = {"video_id": row["video_id"], "status": "failed",
+                                        "error": error, "source_key": job["source_key"]}
+        else:
+            todo.append(job)
+    return results, todo
+
+
+def compute(ctx: StageContext) -> StageResult:
+    """Decode one dataset's ok videos into clips (reusing clips already made from the same
+    video, window and settings)."""
+    manifest = outputs.manifest(ctx.plan, ctx.key.dataset).to_pylist()
+    ok_rows = [row for row in manifest if row["status"] == "ok"]
+    results, todo = _split_work(ctx, ok_rows)
+    reused = len(results)
+    for result in _decode_all(ctx, todo):
+        results[result["video_id"]] = result
+        if result["status"] == "ok":
+            ctx.writer.add(OutputEntry(path=result["clip"], bytes=result["clip_bytes"],
+                                       sha256=result["clip_sha256"]))
+    for row in ok_rows:
+        result = results[row["video_id"]]
+        for name in ("split", "label", "label_id", "signer"):
+            result[name] = row[name]
+    keep = {r["clip"] for r in results.values() if r["status"] == "ok"}
+    stale = _remove_stale_clips(ctx.store, ctx.writer.dir, keep)
+    with ctx.writer.output(CLIP_TABLE, checksum=True) as tmp:
+        pq.write_table(_results_table(list(results.values())), str(tmp), compression="zstd")
+    rows = list(results.values())
+    ok = [r for r in rows if r["status"] == "ok"]
+    counts = {
+        "skipped": reused,
+        "decoded": len(todo),
+        "ingest_failed": len(manifest) - len(ok_rows),
+        "stale_removed": stale,
+        "short": sum(1 for r in ok if r["num_frames"] < r["frames_expected"]),
+        "truncated": sum(1 for r in rows if r.get("truncated")),
+    }
+    extra = {
+        "format": "smclip (JPEG frames in one file)",
+        "fps": ctx.cfg.decode.fps,
+        "size": ctx.cfg.decode.size,
+        "crop": ctx.cfg.decode.crop,
+        "frames": sum(r.get("num_frames") or 0 for r in rows),
+    }
+    return StageResult(rows=rows, counts=counts, extra=extra)
+
+
+def _decode_all(ctx: StageContext, todo: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     if not todo:
         return
-    ensure_ray(cfg.ray)
-    settings = cfg.decode.model_dump(mode="json")
-    progress = Progress(f"decode {dataset.name}", len(todo))
+    ensure_ray(ctx.cfg.ray)
+    settings = ctx.cfg.decode.model_dump(mode="json")
+    progress = Progress(ctx.label, len(todo))
+    writer = ctx.writer
     jobs = (
-        (
-            job["video_id"],
-            (
-                job,
-                settings,
-                store,
-                writer.path(clip_rel(job["video_id"])),
-                clip_rel(job["video_id"]),
-            ),
-        )
+        (job["video_id"], (job, settings, ctx.store, writer.path(clip_rel(job["video_id"])),
+                           clip_rel(job["video_id"])))
         for job in todo
     )
-    in_flight = cfg.decode.max_in_flight or 2 * cluster_cpus()
+    in_flight = ctx.cfg.decode.max_in_flight or 2 * cluster_cpus()
     keys = {job["video_id"]: job["source_key"] for job in todo}
     for key, result, error in map_bounded(
-        decode_task, jobs, max_in_flight=in_flight, timeout_s=cfg.decode.timeout_s
+        decode_task, jobs, max_in_flight=in_flight, timeout_s=ctx.cfg.decode.timeout_s
     ):
         if error is not None:
-            result = {
-                "video_id": key,
-                "status": "failed",
-                "error": f"worker: {error}",
-                "source_key": keys[key],
-            }
+            result = {"video_id": key, "status": "failed", "error": f"worker: {error}",
+                      "source_key": keys[key]}
         progress.update(result["status"])
         yield result
-
-
-# ---- for downstream stages ---------------------------------------------------------------------
-def current(
-    cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None
-) -> tuple[StageRecord, str]:
-    """The completed decode output for this config: `(record, stage folder in the store)`.
-
-    Clips are `<folder>/<clip>` for the `clip` column of `<folder>/clips.parquet` (rows with
-    status ok). Raises InputError when decode has not run (or not finished) for this config.
-    """
-    store = store or ArtifactStore.from_config(cfg.store)
-    version = decode_version(cfg, dataset)
-    record = store.require_record(
-        dataset.name,
-        STAGE,
-        version,
-        what=f"decode output for dataset {dataset.name}",
-        command=f"signmae run decode --dataset {dataset.name}",
-    )
-    return record, store.stage_dir(dataset.name, STAGE, version)
-
-
-def load_clips(cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None):
-    """The decode results table (`clips.parquet`) of the current decode output, as Arrow."""
-    store = store or ArtifactStore.from_config(cfg.store)
-    _, folder = current(cfg, dataset, store)
-    return pq.read_table(f"{folder}/{RESULTS_NAME}", filesystem=store.fs)

@@ -13,7 +13,9 @@ Output (see docs/TRAINING.md)::
     <root>/_train/evaluate/<version>/_stage.json       the stage record
 
 Each test clip is cut into `evaluate.views` temporal views (the reader's evaluation views: the
-whole frame, starts spread over the clip); their softmax is averaged.
+whole frame, starts spread over the clip); their softmax is averaged. The classifier is the
+finetune stage's output of this config (an upstream of the plan); the report adds the training
+curves, and the pretraining curves and reconstructions when finetuning started from them.
 """
 
 from __future__ import annotations
@@ -28,30 +30,29 @@ from typing import Any
 
 import numpy as np
 
-from signmae_core.config import DatasetConfig, PipelineConfig, config_hash
 from signmae_core.errors import InputError
-from signmae_core.store import StageRecord
 
-from . import finetune, pretrain
+from .dag import StageOutput
+from .execute import StageContext, StageResult
 from .training import (
-    STAGE_DATASET,
-    ClipSet,
+    DatasetClips,
     combined_classes,
     dataset_clips,
-    local_store,
-    open_clip_set,
-    stage_version,
+    labelled,
+    open_clips,
+    run_folder,
 )
 
-CODE_VERSION = 1
-STAGE_NAME = "evaluate"
 TOP_PREDICTIONS = 5
+METRICS_FILE = "metrics.jsonl"  # in a training stage folder
 
 
 def predict_views(
-    model: Any, clips: ClipSet, views: int, batch_size: int, device: Any, threads: int = 2
+    model: Any, clips: Any, views: int, batch_size: int, device: Any, threads: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of every view of every clip, `(M, V, K)`, and the labels `(M,)`."""
+    """Logits of every view of every clip, `(M, V, K)`, and the labels `(M,)`.
+
+    `clips` offers `len()` and `load(index, None, view, num_views)` (a `ClipDataset`)."""
     import torch
 
     from signmae_core.train.engine import autocast
@@ -74,26 +75,34 @@ def predict_views(
     return np.concatenate(logits), np.asarray(labels, dtype=np.int64)
 
 
-def _curves(cfg: PipelineConfig, datasets: list[DatasetConfig]) -> dict[str, list[dict]]:
+def _pretrained(ctx: StageContext) -> StageOutput | None:
+    """The pretraining output finetuning started from, when it did and it is done."""
+    plan = ctx.plan
+    if "pretrain" not in plan.stage("finetune").edges(ctx.cfg):
+        return None
+    if not plan.state(plan.key("pretrain")).done:
+        return None
+    return plan.output("pretrain")
+
+
+def _curves(ctx: StageContext, finetuned: StageOutput) -> dict[str, list[dict]]:
+    """Loss curves of pretraining (when finetuning started from it) and finetuning."""
     from signmae_core.train.metrics import read_metrics
 
     curves = {}
-    for name, stage in (("pretrain", pretrain), ("finetune", finetune)):
-        try:
-            _, folder = stage.current(cfg, datasets)
-        except InputError:
-            continue
-        curves[name] = read_metrics(Path(folder) / "metrics.jsonl")
+    pretrained = _pretrained(ctx)
+    if pretrained is not None:
+        curves["pretrain"] = read_metrics(pretrained.path(METRICS_FILE))
+    curves["finetune"] = read_metrics(finetuned.path(METRICS_FILE))
     return curves
 
 
-def _reconstructions(cfg: PipelineConfig, datasets: list[DatasetConfig]) -> list[tuple[str, bytes]]:
+def _reconstructions(ctx: StageContext) -> list[tuple[str, bytes]]:
     """The last reconstruction figure of the pretraining run, when there is one."""
-    try:
-        _, folder = pretrain.current(cfg, datasets)
-    except InputError:
+    pretrained = _pretrained(ctx)
+    if pretrained is None:
         return []
-    figures = sorted((Path(folder) / "recon").glob("step_*.png"))
+    figures = sorted(Path(pretrained.path("recon")).glob("step_*.png"))
     if not figures:
         return []
     return [(f"pretraining reconstructions, {figures[-1].stem}", figures[-1].read_bytes())]
@@ -115,78 +124,78 @@ def _write_predictions(
             ])
 
 
-def run(cfg: PipelineConfig, datasets: list[DatasetConfig], force: bool = False) -> StageRecord:
-    """Evaluate the current finetuned classifier on the test splits; write metrics and report."""
-    from signmae_core.eval.metrics import average_views, classification_metrics
-    from signmae_core.eval.report import write_report
+def _score(ctx: StageContext, parts: list[DatasetClips], finetuned: StageOutput
+           ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Averaged view scores `(M, K)`, labels `(M,)` and the model folder's info."""
+    from signmae_core.eval.metrics import average_views
     from signmae_core.train.engine import resolve_device
     from signmae_core.train.export import load_model_folder
 
-    store = local_store(cfg)
-    finetune_record, finetune_folder = finetune.current(cfg, datasets, store)
-    parts = [
-        finetune.labelled(dataset_clips(cfg, d, cfg.evaluate.splits, store)) for d in datasets
-    ]
-    inputs = {k: v for part in parts for k, v in part.inputs.items()}
-    inputs["finetune"] = finetune_record.fingerprint()
-    settings = cfg.evaluate.model_dump(mode="json", exclude={"device", "loader_threads"})
-    hashed = config_hash({"evaluate": settings, "datasets": [d.name for d in datasets]})
-    version = stage_version(hashed, inputs)
-    if not force:
-        record = store.is_up_to_date(STAGE_DATASET, STAGE_NAME, version, hashed, CODE_VERSION,
-                                     inputs)
-        if record is not None:
-            return record
-    if not any(p.records for p in parts):
-        raise InputError(f"no labelled clips in splits {cfg.evaluate.splits} to evaluate")
-
-    device = resolve_device(cfg.evaluate.device)
-    model, info = load_model_folder(Path(finetune_folder) / "model", device=str(device))
-    names = info["class_names"]
-    if combined_classes(parts) != names:
+    settings = ctx.cfg.evaluate
+    device = resolve_device(settings.device)
+    model, info = load_model_folder(finetuned.path("model"), device=str(device))
+    if combined_classes(parts) != info["class_names"]:
         raise InputError("the test clips' class map differs from the one the model was trained on")
-    clips = open_clip_set(cfg, parts, train=False, with_fields=False)
+    clips = open_clips(ctx.cfg, parts, train=False, with_fields=False)
     view_logits, labels = predict_views(
-        model, clips, cfg.evaluate.views, cfg.evaluate.batch_size, device,
-        cfg.evaluate.loader_threads,
+        model, clips, settings.views, settings.batch_size, device, settings.loader_threads
     )
-    scores = average_views(view_logits)
-    metrics = classification_metrics(
-        scores, labels, names, cfg.evaluate.topk, cfg.evaluate.confused_pairs
-    )
-    setup = {
-        "model": f"{info['model']['variant']}, {info['model']['num_frames']} frames, "
-        f"{info['model']['img_size']} px",
-        "finetune version": finetune_record.version,
+    return average_views(view_logits), labels, info
+
+
+def _setup(ctx: StageContext, parts: list[DatasetClips], finetuned: StageOutput,
+           info: dict[str, Any]) -> dict[str, Any]:
+    """What the report's setup table shows."""
+    model = info["model"]
+    return {
+        "model": f"{model['variant']}, {model['num_frames']} frames, {model['img_size']} px",
+        "finetune version": finetuned.record.version,
         "trained steps": info.get("trained", {}).get("steps"),
         "datasets": ", ".join(p.name for p in parts),
-        "splits": ", ".join(cfg.evaluate.splits),
-        "views per clip": cfg.evaluate.views,
+        "splits": ", ".join(ctx.cfg.evaluate.splits),
+        "views per clip": ctx.cfg.evaluate.views,
     }
-    metrics["setup"] = setup
-    video_ids = [r["video_id"] for p in parts for r in p.records]
-    dataset_names = [p.name for p in parts for _ in p.records]
 
-    with store.open_stage(
-        STAGE_DATASET, STAGE_NAME, version, config_hash=hashed, code_version=CODE_VERSION,
-        inputs=inputs,
-    ) as writer, tempfile.TemporaryDirectory() as tmp:
+
+def _write_outputs(ctx: StageContext, parts: list[DatasetClips], finetuned: StageOutput,
+                   metrics: dict[str, Any], names: list[str], scores: np.ndarray,
+                   labels: np.ndarray) -> None:
+    """The report, metrics and predictions, written into a temporary folder, then published
+    file by file through the writer."""
+    from signmae_core.eval.report import write_report
+
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_report(
-            folder, metrics, names, curves=_curves(cfg, datasets),
-            reconstructions=_reconstructions(cfg, datasets), setup=setup,
-        )
-        _write_predictions(folder / "predictions.csv", video_ids, dataset_names, scores,
-                           labels, names)
+        write_report(folder, metrics, names, curves=_curves(ctx, finetuned),
+                     reconstructions=_reconstructions(ctx), setup=metrics["setup"])
+        video_ids = [r["video_id"] for p in parts for r in p.records]
+        datasets = [p.name for p in parts for _ in p.records]
+        _write_predictions(folder / "predictions.csv", video_ids, datasets, scores, labels, names)
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            rel = str(path.relative_to(folder))
-            with writer.output(rel) as target:
+            with ctx.writer.output(str(path.relative_to(folder))) as target:
                 shutil.copyfile(path, target)
-        writer.counts["ok"] = int(len(labels))
-        summary = {
-            "per_instance": metrics["per_instance"],
-            "per_class": metrics["per_class"],
-            "report": "report.html",
-        }
-        print(f"[evaluate] {json.dumps(summary)}")
-        return writer.commit(**summary)
+
+
+def compute(ctx: StageContext) -> StageResult:
+    """Evaluate the finetuned classifier on the labelled `evaluate.splits` clips."""
+    from signmae_core.eval.metrics import classification_metrics
+
+    run_folder(ctx)  # the model folder is read from a local store
+    settings = ctx.cfg.evaluate
+    finetuned = ctx.upstream("finetune")
+    parts = [labelled(dataset_clips(ctx, d.name, settings.splits)) for d in ctx.datasets]
+    if not any(p.records for p in parts):
+        raise InputError(f"no labelled clips in splits {settings.splits} to evaluate")
+    scores, labels, info = _score(ctx, parts, finetuned)
+    names = info["class_names"]
+    metrics = classification_metrics(scores, labels, names, settings.topk,
+                                     settings.confused_pairs)
+    metrics["setup"] = _setup(ctx, parts, finetuned, info)
+    _write_outputs(ctx, parts, finetuned, metrics, names, scores, labels)
+    summary = {
+        "per_instance": metrics["per_instance"],
+        "per_class": metrics["per_class"],
+        "report": "report.html",
+    }
+    print(f"[evaluate] {json.dumps(summary)}")
+    return StageResult(counts={"ok": int(len(labels))}, extra=summary)

@@ -10,6 +10,10 @@ A panel is a function `panel(tile, clip, t) -> tile` that draws on one frame (`t
 frame scaled to the sheet's tile size, `(S, S, 3)` uint8 RGB; `clip` the `ClipExtraction`; `t`
 the frame index); add one to `PANELS` and it can be asked for with `--panels`. Other views (for
 example mask maps) can add their own option in `register` and their own rows with `add_rows`.
+
+`--masks` also writes the mask figure (`inspect_masks`): per time slot the frame, the mask
+fields, the pooled score and one mask drawn by each sampler. The clip may be named by its video
+id or by its file's stem; everything is read through the plan (`pipelines.outputs`).
 """
 
 from __future__ import annotations
@@ -17,20 +21,27 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from signmae_core.errors import InputError
+from signmae_core.parts import BODY, FACE, LEFT_HAND, NUM_PARTS, RIGHT_HAND
+
+if TYPE_CHECKING:
+    from .dag import Plan
 
 Panel = Callable[[np.ndarray, Any, int], np.ndarray]
 
 LEFT_COLOUR = (255, 140, 0)  # the signer's left hand
 RIGHT_COLOUR = (0, 200, 255)  # the signer's right hand
-PART_COLOURS = np.array(
-    [(0, 0, 0), (60, 90, 255), (255, 230, 0), LEFT_COLOUR, RIGHT_COLOUR], dtype=np.uint8
-)
+BODY_COLOUR = (60, 90, 255)
+FACE_COLOUR = (255, 230, 0)
+PART_COLOURS = np.zeros((NUM_PARTS, 3), dtype=np.uint8)  # part label -> RGB (background black)
+for _label, _colour in ((BODY, BODY_COLOUR), (FACE, FACE_COLOUR), (LEFT_HAND, LEFT_COLOUR),
+                        (RIGHT_HAND, RIGHT_COLOUR)):
+    PART_COLOURS[_label] = _colour
 PART_ALPHA = 0.5
 HAND_BONES = [
     (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
@@ -149,7 +160,7 @@ def legend(width: int, height: int = 28) -> np.ndarray:
     import cv2
 
     strip = np.full((height, width, 3), 32, dtype=np.uint8)
-    items = [("body", PART_COLOURS[1]), ("face", PART_COLOURS[2]), ("signer's left hand",
+    items = [("body", BODY_COLOUR), ("face", FACE_COLOUR), ("signer's left hand",
              LEFT_COLOUR), ("signer's right hand", RIGHT_COLOUR), ("pose", (255, 255, 255))]
     x = 6
     for text, colour in items:
@@ -193,48 +204,129 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
 
 
 # ---- loading -----------------------------------------------------------------------------------
-def load_inspection(cfg: Any, dataset: Any, video_id: str) -> Inspection:
-    """The stored clip and the extraction of `video_id` under this config's current outputs."""
-    from signmae_core.clips import read_clip
-    from signmae_core.extract.schema import ExtractionError, load_clip
-    from signmae_core.store import ArtifactStore
+def resolve_video_id(plan: Plan, dataset: str, name: str) -> str:
+    """The video id `name` stands for in the dataset's manifest: the id itself, the id of the
+    row whose file stem is `name` (`s00_c003_r00` -> `videos__s00_c003_r00`), or the one id that
+    ends with `__<name>`. Else an InputError listing the closest ids (or the ids it matches)."""
+    from . import outputs
+    from .dag import closest
 
-    from . import decode, extract
+    manifest = outputs.manifest(plan, dataset).select(["video_id", "path"]).to_pylist()
+    ids = sorted(row["video_id"] for row in manifest)
+    if name in ids:
+        return name
+    found = sorted({r["video_id"] for r in manifest if PurePosixPath(r["path"]).stem == name})
+    found = found or [i for i in ids if i.endswith(f"__{name}")]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise InputError(f"{name!r} matches {len(found)} clips of dataset {dataset} "
+                         f"({', '.join(found[:8])}); give one of these video ids")
+    raise InputError(f"dataset {dataset}: {closest(name, ids, 'video id')}")
 
-    store = ArtifactStore.from_config(cfg.store)
-    _, decode_dir = decode.current(cfg, dataset, store)
-    rows = [r for r in decode.load_clips(cfg, dataset, store).to_pylist()
-            if r["video_id"] == video_id]
+
+def clip_row(plan: Plan, dataset: str, video_id: str) -> dict[str, Any]:
+    """The decode stage's row of an ok clip (`clip_path` absolute); else an InputError."""
+    from . import outputs
+
+    rows = [r for r in outputs.clip_rows(plan, dataset) if r["video_id"] == video_id]
     if not rows:
-        raise InputError(f"no clip {video_id!r} in dataset {dataset.name}")
+        raise InputError(f"clip {video_id!r} is not in the decode output of dataset {dataset} "
+                         f"(its video failed ingest: see the manifest)")
     if rows[0]["status"] != "ok":
         raise InputError(f"clip {video_id!r} failed decoding: {rows[0]['error']}")
-    _, extract_dir = extract.current(cfg, dataset, store)
-    try:
-        clip = load_clip(store.local_path(extract_dir), video_id)
-    except ExtractionError as exc:
-        raise InputError(str(exc)) from None
-    frames = read_clip(f"{decode_dir}/{rows[0]['clip']}")
+    return rows[0]
+
+
+def load_inspection(plan: Plan, dataset: str, name: str) -> Inspection:
+    """The stored clip and the extraction of the clip `name` stands for (`resolve_video_id`),
+    from the finished outputs of the plan's config."""
+    from signmae_core.clips import read_clip
+    from signmae_core.extract.schema import ExtractionError, load_clip
+
+    from . import outputs
+
+    video_id = resolve_video_id(plan, dataset, name)
+    row = clip_row(plan, dataset, video_id)
+    folder = outputs.extraction(plan, dataset).folder
+
+    def read_extraction() -> Any:
+        try:
+            return load_clip(folder, video_id)
+        except ExtractionError as exc:  # absent or failed: a fact, not damage
+            raise InputError(str(exc)) from None
+
+    clip = outputs.readable(plan, "extract", dataset, folder, read_extraction)
+    path = row["clip_path"]
+    frames = outputs.readable(plan, "decode", dataset, path, lambda: read_clip(path))
     return Inspection(video_id, frames, clip)
+
+
+# ---- the mask figure ---------------------------------------------------------------------------
+def inspect_masks(plan: Plan, dataset: str, video_id: str, out: str | Path, seed: int = 0
+                  ) -> Path:
+    """Write `out` (PNG): per time slot, the frame, the part fields, the pooled score and one mask
+    drawn by each sampler, for a clip's evaluation view (whole frame, centred frames)."""
+    import torch
+
+    from signmae_core.data import ClipDataset, ClipRecord, Sampling
+    from signmae_core.masking.figure import save_mask_figure
+    from signmae_core.models import token_grid
+
+    from . import outputs
+
+    cfg = plan.cfg
+    row = clip_row(plan, dataset, video_id)
+    reader = outputs.field_reader(plan, dataset)
+    if video_id not in reader:
+        reason = reader.failed.get(video_id, "not in the mask output")
+        raise InputError(f"no mask fields for {video_id!r} in {dataset}: {reason}")
+    record = ClipRecord(video_id, row["clip_path"], dataset=dataset)
+    one = ClipDataset([record], Sampling.from_config(cfg), fields=reader, train=False)
+    item = one.load(0, None)
+    grid = token_grid(cfg.model)
+    masks, scores = _draw_masks(cfg, grid, torch.from_numpy(item["fields"])[None], seed)
+    title = (
+        f"{dataset}/{video_id}  masks {plan.version(plan.key('masks', dataset))}  "
+        f"ratio {cfg.masking.ratio}  strength {cfg.masking.strength}"
+    )
+    frames = item["clips"].permute(1, 2, 3, 0).numpy()
+    return save_mask_figure(out, frames, item["fields"], scores, masks, grid, title=title)
+
+
+def _draw_masks(cfg: Any, grid: Any, fields: Any, seed: int) -> tuple[dict[str, Any], Any]:
+    """One mask per sampler (name -> (T', H', W') bool) and the pooled score, same seed each."""
+    import torch
+
+    from signmae_core.masking import SAMPLERS, TokenMasker
+
+    masks, scores = {}, None
+    for name in sorted(SAMPLERS):
+        masker = TokenMasker.from_config(cfg.masking.model_copy(update={"sampler": name}), grid)
+        draw = masker(fields, generator=torch.Generator().manual_seed(seed))
+        masks[name] = draw.mask[0].numpy()
+        scores = draw.maps.scores[0].numpy()
+    return masks, scores
 
 
 # ---- the command -------------------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
     from signmae_core.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
-    dataset = cfg.dataset(args.dataset)
-    inspection = load_inspection(cfg, dataset, args.video_id)
+    from .dag import Plan
+
+    plan = Plan.from_config(load_config(args.config, args.overrides))
+    dataset = plan.cfg.dataset(args.dataset).name
+    inspection = load_inspection(plan, dataset, args.video_id)
     panels = [p.strip() for p in args.panels.split(",") if p.strip()]
     sheet = contact_sheet(inspection, panels, num_frames=args.frames, tile=args.tile)
-    out = write_png(args.out or f"inspect_{args.video_id}.png", sheet)
+    out = write_png(args.out or f"inspect_{inspection.video_id}.png", sheet)
     clip = inspection.clip
     hands = (clip.left_found | clip.right_found).mean() if clip.num_frames else 0.0
     print(f"inspect: {out} ({clip.num_frames} frames, hands found in {hands:.0%})")
     if args.masks:
-        from .masks import inspect_masks
-
-        figure = inspect_masks(cfg, dataset, args.video_id, out.with_name(f"{out.stem}_masks.png"))
+        figure = inspect_masks(plan, dataset, inspection.video_id,
+                               out.with_name(f"{out.stem}_masks.png"))
         print(f"inspect: {figure} (mask fields, score and one mask per sampler)")
     return 0
 
@@ -242,7 +334,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def register(sub: Any, add_config_args: Callable[[Any], None]) -> None:
     """Add `signmae inspect` to the CLI's subcommands."""
     p = sub.add_parser("inspect", help="write a PNG contact sheet of a clip's extraction")
-    p.add_argument("video_id", help="the clip's video id (as in the manifest)")
+    p.add_argument("video_id", help="the clip's video id (as in the manifest), or its file's "
+                   "name without the extension")
     p.add_argument("--dataset", help="dataset name (default: the first configured)")
     p.add_argument("--out", help="PNG path (default: inspect_<video_id>.png)")
     p.add_argument("--frames", type=int, default=8, help="frames to show (spread evenly)")

@@ -4,114 +4,56 @@ Output (see docs/MASKS.md)::
 
     <root>/<dataset>/masks/<version>/fields/<part>.parquet   one file per extraction part file
     <root>/<dataset>/masks/<version>/_stage.json             the stage record
-    <root>/<dataset>/masks/_versions.json                    index of versions: current, stale
 
-`version = mask_version(cfg, extraction record)`: a hash of the field settings (`masks.*` except
-`masks.version`), the fingerprint of the extraction output read, the stored clip geometry and
-`CODE_VERSION`. Changing a field setting makes a new version beside the old ones; decode and
-extraction outputs are only read. The run that makes (or re-selects) a version makes it
-`current` in the index and marks every other version `stale`, together with the downstream
-outputs whose records name a stale version's fingerprint as input (their files stay untouched).
-Downstream readers take `masks.version` when set, else the version their config makes.
+The version hashes the field settings (`masks.*` except the runtime `masks.version`) and the
+extraction version it reads (see `pipelines.dag`); the record's input is the extraction record's
+fingerprint. Changing a field setting makes a new version beside the old ones; decode and
+extraction outputs are only read. A grown dataset (a changed extraction output) keeps its
+version: each field file remembers the sha256 of the extraction part file it was made from (the
+record's `sources`), and a run recomputes only the field files whose part changed or is new, and
+deletes those whose part is gone. While a run is under way `_sources.json` in the stage folder
+holds the same facts, so a killed run resumes without redoing the field files it finished.
+Readers use `pipelines.outputs.field_reader`; `masks.version` pins the version read downstream.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
-import sys
-import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
 
-from signmae_core.config import DatasetConfig, PipelineConfig, config_hash
+from signmae_core.config import PipelineConfig
 from signmae_core.errors import InputError
 from signmae_core.masking.fields import FIELD_NAMES, FieldParams, compute_fields_batch
 from signmae_core.masking.storage import FieldReader, FieldRow, write_field_file
 from signmae_core.store import (
     ArtifactStore,
     OutputEntry,
-    StageRecord,
+    StageWriter,
     atomic_output,
     describe_output,
-    publish,
+    sha256_file,
 )
 
+from . import outputs
+from .dag import StageOutput
+from .execute import StageContext, StageResult
 from .progress import Progress
 from .ray_runtime import cluster_cpus, ensure_ray, map_bounded
 
-STAGE = "masks"
-CODE_VERSION = 1
-FIELDS_DIR = "fields"
-INDEX_NAME = "_versions.json"
+FIELDS_DIR = outputs.FIELDS_DIR
+JOURNAL_NAME = "_sources.json"  # field file -> extraction part sha256, while a run is under way
 
 
-# ---- versions ----------------------------------------------------------------------------------
 def clip_geometry(cfg: PipelineConfig) -> dict[str, Any]:
     """The stored clip geometry the fields are laid out on (from the decode settings)."""
     return {"size": cfg.decode.size, "fps": cfg.decode.fps, "crop": cfg.decode.crop}
-
-
-def masks_config_hash(cfg: PipelineConfig) -> str:
-    """Hash of the settings the fields depend on (`masks.version` only selects, so it is out)."""
-    return config_hash(cfg.masks.field_params())
-
-
-def mask_version(cfg: PipelineConfig, extraction: StageRecord) -> str:
-    """The version this config makes from that extraction output."""
-    return config_hash(
-        {
-            "fields": cfg.masks.field_params(),
-            "extraction": extraction.fingerprint(),
-            "geometry": clip_geometry(cfg),
-            "code_version": CODE_VERSION,
-        }
-    )
-
-
-def _extraction(cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore):
-    from . import extract
-
-    return extract.current(cfg, dataset, store)
-
-
-def current(
-    cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None
-) -> tuple[StageRecord, str]:
-    """The mask output to read: `(record, fields folder in the store)`.
-
-    `masks.version` when set; otherwise the version this config makes from the current
-    extraction output. Raises InputError when that version has not been computed.
-    """
-    store = store or ArtifactStore.from_config(cfg.store)
-    version = cfg.masks.version
-    if version is None:
-        extraction_record, _ = _extraction(cfg, dataset, store)
-        version = mask_version(cfg, extraction_record)
-    record = store.require_record(
-        dataset.name,
-        STAGE,
-        version,
-        what=f"mask fields for dataset {dataset.name}",
-        command=f"signmae run masks --dataset {dataset.name}",
-    )
-    return record, f"{store.stage_dir(dataset.name, STAGE, version)}/{FIELDS_DIR}"
-
-
-def open_fields(
-    cfg: PipelineConfig, dataset: DatasetConfig, store: ArtifactStore | None = None
-) -> FieldReader:
-    """A random-access `FieldReader` over the mask output `current` chooses."""
-    store = store or ArtifactStore.from_config(cfg.store)
-    record, _ = current(cfg, dataset, store)
-    folder = store.stage_dir(dataset.name, STAGE, record.version)
-    paths = [f"{folder}/{o.path}" for o in record.outputs if o.path.startswith(f"{FIELDS_DIR}/")]
-    return FieldReader(paths, filesystem=store.fs)
 
 
 # ---- the work of one task ----------------------------------------------------------------------
@@ -125,8 +67,9 @@ def compute_part(
 ) -> dict[str, Any]:
     """Ray task: fields of every clip of one extraction part file, written as one field file.
 
-    Returns the output entry and per-clip counts; a clip that cannot be computed becomes a failed
-    row with its reason (so does a clip that failed extraction).
+    Returns `{"entry": OutputEntry dump, "ok": [video_id], "failed": {video_id: reason}}`; a clip
+    that cannot be computed becomes a failed row with its reason (so does a clip that failed
+    extraction).
     """
     from signmae_core.extract.schema import read_extraction, table_to_clips
 
@@ -160,7 +103,8 @@ def compute_part(
         write_field_file(tmp, ordered, metadata)
         entry = describe_output(output_rel, tmp, checksum=True)
     failed = {r.video_id: r.error for r in ordered if r.fields is None}
-    return {"entry": entry.model_dump(), "ok": len(ordered) - len(failed), "failed": failed}
+    ok = [r.video_id for r in ordered if r.fields is not None]
+    return {"entry": entry.model_dump(), "ok": ok, "failed": failed}
 
 
 def _load_one(extraction_file: str, video_id: str) -> tuple[Any, str | None]:
@@ -207,250 +151,171 @@ def _clip_inputs(clip: Any, size: tuple[int, int]) -> tuple[Any, Any, Any]:
     return clip.part_maps, clip.left_hand[..., :2] * scale, clip.right_hand[..., :2] * scale
 
 
+# ---- which field files are current -------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """The extraction part file a field file is made from."""
+
+    rel: str  # the field file, relative to the stage folder
+    part: str  # the extraction part file (local path)
+    sha256: str  # of the part file, as the extraction record has it
+
+
+def _output_names(parts: list[str]) -> dict[str, str]:
+    """Field file name of each extraction part (relative path): its name, or its path when
+    names repeat."""
+    if len({Path(p).name for p in parts}) == len(parts):
+        return {p: Path(p).name for p in parts}
+    return {p: p.replace("/", "__") for p in parts}
+
+
+def _sources(extraction: StageOutput) -> dict[str, Source]:
+    """field rel -> Source, for every Parquet part file the extraction record lists."""
+    entries = {
+        o.path: o for o in extraction.record.outputs
+        if o.path.endswith(".parquet")
+        and not any(seg.startswith((".", "_")) for seg in o.path.split("/"))
+    }
+    if not entries:
+        raise InputError(f"extraction output {extraction.folder} holds no Parquet files")
+    sources = {}
+    for part, name in _output_names(sorted(entries)).items():
+        path = extraction.path(part)
+        digest = entries[part].sha256 or sha256_file(path)
+        sources[f"{FIELDS_DIR}/{name}"] = Source(f"{FIELDS_DIR}/{name}", path, digest)
+    return sources
+
+
+def _previous_sources(ctx: StageContext) -> dict[str, str]:
+    """field rel -> part sha256 of the field files in place: from the journal of a run that did
+    not finish, else from the record of the last finished run (`ctx.previous`); empty when
+    neither says (every field file is then redone)."""
+    journal = ctx.writer.path(JOURNAL_NAME)
+    if ctx.store.exists(journal):
+        try:
+            return dict(json.loads(ctx.store.read_bytes(journal)))
+        except (ValueError, TypeError):  # not what a run writes: trust no field file
+            return {}
+    old = ctx.previous
+    return dict(old.extra.get("sources") or {}) if old is not None else {}
+
+
+def _field_files(writer: StageWriter) -> list[str]:
+    """Field files (relative to the stage folder) that earlier runs finished."""
+    selector = pafs.FileSelector(writer.path(FIELDS_DIR), allow_not_found=True)
+    infos = writer.store.fs.get_file_info(selector)
+    names = [Path(i.path).name for i in infos if i.type == pafs.FileType.File]
+    return sorted(f"{FIELDS_DIR}/{n}" for n in names if n.endswith(".parquet"))
+
+
+def _keep_current(
+    ctx: StageContext, sources: dict[str, Source]
+) -> dict[str, list[dict[str, Any]]]:
+    """Keep the field files made from the extraction part that is in place now; delete the
+    others (part changed or gone, `force`, unreadable). Returns field rel -> its clip rows."""
+    previous = {} if ctx.force else _previous_sources(ctx)
+    writer, kept = ctx.writer, {}
+    for rel in _field_files(writer):
+        source = sources.get(rel)
+        rows = None
+        if source is not None and previous.get(rel) == source.sha256:
+            rows = _file_rows(writer, rel)
+        if rows is None:
+            writer.store.fs.delete_file(writer.path(rel))
+            continue
+        writer.add_existing(rel, checksum=True)
+        kept[rel] = rows
+    return kept
+
+
+def _file_rows(writer: StageWriter, rel: str) -> list[dict[str, Any]] | None:
+    """The clip rows of a field file in place; None when it cannot be read."""
+    try:
+        reader = FieldReader([writer.path(rel)], filesystem=writer.store.fs)
+    except Exception:  # noqa: BLE001 - an unreadable field file is redone
+        return None
+    return _rows(reader.video_ids, reader.failed)
+
+
+def _rows(ok: list[str], failed: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"video_id": v, "status": "ok", "error": None} for v in ok] + [
+        {"video_id": v, "status": "failed", "error": e} for v, e in failed.items()
+    ]
+
+
+def _write_journal(writer: StageWriter, sources: dict[str, Source]) -> None:
+    with atomic_output(writer.store, writer.path(JOURNAL_NAME)) as tmp:
+        tmp.write_text(json.dumps({rel: s.sha256 for rel, s in sources.items()}, indent=1,
+                                  sort_keys=True), encoding="utf-8")
+
+
 # ---- the stage ---------------------------------------------------------------------------------
-def run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool = False) -> StageRecord:
-    """Compute the mask fields of one dataset; returns the stage record (at once when up to date).
-
-    Reads the extraction output; writes only under `masks/<version>/` and the versions index.
-    """
-    from signmae_core.extract.schema import part_files
-
-    store = ArtifactStore.from_config(cfg.store)
-    extraction_record, extraction_dir = _extraction(cfg, dataset, store)
-    version = mask_version(cfg, extraction_record)
-    chash = masks_config_hash(cfg)
-    inputs = {"extract": extraction_record.fingerprint()}
-    if cfg.masks.version not in (None, version):
-        print(
-            f"[masks {dataset.name}] note: masks.version={cfg.masks.version} selects what is "
-            f"read downstream; this config computes version {version}",
-            file=sys.stderr,
-        )
-    record = (
-        None
-        if force
-        else store.is_up_to_date(dataset.name, STAGE, version, chash, CODE_VERSION, inputs)
-    )
-    if record is None:
-        files = part_files(store.local_path(extraction_dir))
-        if not files:
-            raise InputError(f"extraction output {extraction_dir} holds no Parquet files")
-        record = _compute(cfg, dataset, store, version, chash, inputs, extraction_dir, files, force)
-    _update_index(store, dataset.name, record)
-    return record
-
-
-def _output_names(files: list[Path], base: Path) -> dict[Path, str]:
-    """Field file name of each extraction file: its name, or its path when names repeat."""
-    if len({f.name for f in files}) == len(files):
-        return {f: f.name for f in files}
-    return {f: f.relative_to(base).as_posix().replace("/", "__") for f in files}
-
-
-def _compute(
-    cfg: PipelineConfig,
-    dataset: DatasetConfig,
-    store: ArtifactStore,
-    version: str,
-    chash: str,
-    inputs: dict[str, str],
-    extraction_dir: str,
-    files: list[Path],
-    force: bool,
-) -> StageRecord:
-    params = FieldParams.from_config(cfg.masks)
+def compute(ctx: StageContext) -> StageResult:
+    """Compute the mask fields of one dataset, one field file per extraction part file; field
+    files made from the same part file by an earlier (or killed) run are kept."""
+    extraction = outputs.extraction(ctx.plan, ctx.key.dataset)
+    sources = _sources(extraction)
+    kept = _keep_current(ctx, sources)
+    _write_journal(ctx.writer, sources)
+    params = FieldParams.from_config(ctx.cfg.masks)
     metadata = {
-        "version": version,
+        "version": ctx.version,
         "cell": params.cell,
         "dilation": params.dilation,
         "blur": params.blur,
         "motion_scale": params.motion_scale,
         "motion_source": "keypoints",
     }
-    names = _output_names(files, Path(extraction_dir))
-    with store.open_stage(
-        dataset.name, STAGE, version, config_hash=chash, code_version=CODE_VERSION, inputs=inputs
-    ) as writer:
-        jobs = []
-        for file in files:
-            rel = f"{FIELDS_DIR}/{names[file]}"
-            if not force and writer.exists(rel):
-                writer.add_existing(rel, checksum=True)  # finished by a run that was killed
-                writer.counts["resumed_files"] += 1
-                continue
-            args = (store, str(file), writer.path(rel), rel, dataclasses.asdict(params), metadata)
-            jobs.append((rel, args))
-        failures: dict[str, str] = {}
-        broken: dict[str, str] = {}
-        if jobs:
-            ensure_ray(cfg.ray)
-            progress = Progress(f"masks {dataset.name}", len(jobs))
-            in_flight = max(1, min(len(jobs), 2 * cluster_cpus()))
-            for rel, result, error in map_bounded(compute_part, jobs, max_in_flight=in_flight):
-                if error is not None:  # the worker died: finish the others, then report
-                    broken[rel] = error
-                    progress.update("error")
-                    continue
-                writer.add(OutputEntry.model_validate(result["entry"]))
-                writer.counts["ok"] += result["ok"]
-                writer.counts["failed"] += len(result["failed"])
-                failures.update(result["failed"])
-                progress.update("done")
-        if broken:
-            rel, error = next(iter(broken.items()))
-            raise InputError(
-                f"mask fields of {len(broken)} extraction file(s) could not be computed "
-                f"(first: {rel}: {error}); the other files are kept, rerun to resume"
-            )
-        if writer.counts["resumed_files"]:
-            for rel in writer.outputs:
-                if rel.startswith(f"{FIELDS_DIR}/") and rel not in {j[0] for j in jobs}:
-                    reader = FieldReader([writer.path(rel)], filesystem=store.fs)
-                    writer.counts["ok"] += len(reader)
-                    writer.counts["failed"] += len(reader.failed)
-                    failures.update(reader.failed)
-        for video_id, reason in sorted(failures.items())[:5]:
-            print(f"[masks {dataset.name}] failed {video_id}: {reason}", file=sys.stderr)
-        return writer.commit(
-            field_names=list(FIELD_NAMES),
-            params=metadata,
-            geometry=clip_geometry(cfg),
-            extraction_version=Path(extraction_dir).name,
-            failure_reasons=dict(Counter(r.split(":", 1)[0] for r in failures.values())),
-        )
-
-
-# ---- the versions index: current and stale ------------------------------------------------------
-def index_path(store: ArtifactStore, dataset: str) -> str:
-    return f"{store.stage_dir(dataset, STAGE)}/{INDEX_NAME}"
-
-
-def read_index(store: ArtifactStore, dataset: str) -> dict[str, Any]:
-    """The versions index: {"current": version, "versions": {version: {...}}} (empty if none)."""
-    path = index_path(store, dataset)
-    if not store.exists(path):
-        return {"current": None, "versions": {}}
-    return json.loads(store.read_bytes(path))
-
-
-def is_stale(store: ArtifactStore, dataset: str, version: str) -> bool:
-    """True when a newer mask computation superseded `version` (its outputs are kept)."""
-    entry = read_index(store, dataset)["versions"].get(version)
-    return bool(entry and entry.get("stale"))
-
-
-def _update_index(store: ArtifactStore, dataset: str, record: StageRecord) -> None:
-    """Make `record.version` current; mark the others and what was built from them stale."""
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    with store.lock(dataset, STAGE, "index"):
-        index = read_index(store, dataset)
-        versions: dict[str, Any] = index["versions"]
-        fingerprints = {record.version: record.fingerprint()}
-        for version in store.versions(dataset, STAGE):
-            if version not in versions:
-                old = store.read_record(dataset, STAGE, version)
-                versions[version] = _index_entry(old, now) if old else {}
-            fingerprints.setdefault(version, versions[version].get("fingerprint", ""))
-        versions[record.version] = {
-            **_index_entry(record, versions.get(record.version, {}).get("first_made", now)),
-            "stale": False,
-            "superseded_by": None,
-            "made_current": now,
-        }
-        for version, entry in versions.items():
-            if version != record.version and not entry.get("stale"):
-                entry.update(stale=True, superseded_by=record.version, stale_since=now)
-        stale_prints = {
-            fingerprints.get(v) or versions[v].get("fingerprint")
-            for v, e in versions.items()
-            if e.get("stale")
-        }
-        index = {
-            "current": record.version,
-            "versions": versions,
-            "stale_dependents": _dependents(store, dataset, stale_prints - {None, ""}),
-        }
-        with tempfile.TemporaryDirectory() as tmpdir:
-            local = Path(tmpdir) / INDEX_NAME
-            local.write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
-            publish(store, local, index_path(store, dataset))
-
-
-def _index_entry(record: StageRecord, first_made: str) -> dict[str, Any]:
-    return {
-        "fingerprint": record.fingerprint(),
-        "params": record.extra.get("params", {}),
-        "extraction": record.inputs.get("extract"),
-        "finished_at": record.finished_at,
-        "first_made": first_made,
-        "stale": False,
-    }
-
-
-def _dependents(store: ArtifactStore, dataset: str, fingerprints: set[str]) -> list[str]:
-    """`stage/version` of the outputs whose record reads a stale version's fingerprint.
-
-    Looks at every stage of the dataset and at the training runs (`_train/`), whose records
-    name their input fingerprints too.
-    """
-    if not fingerprints:
-        return []
-    found = []
-    for owner in (dataset, "_train"):
-        folder = store.stage_dir(owner, "").rstrip("/")
-        infos = store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        for stage in sorted(Path(i.path).name for i in infos if i.type == pafs.FileType.Directory):
-            if owner == dataset and stage == STAGE:
-                continue
-            for version in store.versions(owner, stage):
-                record = store.read_record(owner, stage, version)
-                if record is not None and fingerprints & set(record.inputs.values()):
-                    prefix = "" if owner == dataset else f"{owner}/"
-                    found.append(f"{prefix}{stage}/{version}")
-    return found
-
-
-# ---- a figure for people -----------------------------------------------------------------------
-def inspect_masks(
-    cfg: PipelineConfig, dataset: DatasetConfig, video_id: str, out: str | Path, seed: int = 0
-) -> Path:
-    """Write `out` (PNG): per time slot, the frame, the part fields, the pooled score and one mask
-    drawn by each sampler, for a clip's evaluation view (whole frame, centred frames)."""
-    import torch
-
-    from signmae_core.data import ClipDataset, ClipRecord, Sampling
-    from signmae_core.masking import SAMPLERS, TokenMasker
-    from signmae_core.masking.figure import save_mask_figure
-    from signmae_core.models import token_grid
-
-    from . import decode
-
-    store = ArtifactStore.from_config(cfg.store)
-    _, folder = decode.current(cfg, dataset, store)
-    rows = [
-        r for r in decode.load_clips(cfg, dataset, store).to_pylist() if r["video_id"] == video_id
-    ]
-    if not rows or rows[0]["status"] != "ok":
-        reason = rows[0]["error"] if rows else "not in the decode output"
-        raise InputError(f"no decoded clip for {video_id!r} in {dataset.name}: {reason}")
-    reader = open_fields(cfg, dataset, store)
-    if video_id not in reader:
-        reason = reader.failed.get(video_id, "not in the mask output")
-        raise InputError(f"no mask fields for {video_id!r} in {dataset.name}: {reason}")
-    record = ClipRecord(video_id, f"{folder}/{rows[0]['clip']}", dataset=dataset.name)
-    reader_one = ClipDataset([record], Sampling.from_config(cfg), fields=reader, train=False)
-    item = reader_one.load(0, None)
-    grid = token_grid(cfg.model)
-    fields = torch.from_numpy(item["fields"])[None]
-    masks, scores = {}, None
-    for name in sorted(SAMPLERS):
-        masker = TokenMasker.from_config(cfg.masking.model_copy(update={"sampler": name}), grid)
-        draw = masker(fields, generator=torch.Generator().manual_seed(seed))
-        masks[name] = draw.mask[0].numpy()
-        scores = draw.maps.scores[0].numpy()
-    title = (
-        f"{dataset.name}/{video_id}  masks {current(cfg, dataset, store)[0].version}  "
-        f"ratio {cfg.masking.ratio}  strength {cfg.masking.strength}"
+    todo = [s for rel, s in sources.items() if rel not in kept]
+    rows = [row for file_rows in kept.values() for row in file_rows]
+    rows += _compute_files(ctx, todo, dataclasses.asdict(params), metadata)
+    ctx.store.fs.delete_file(ctx.writer.path(JOURNAL_NAME))  # the record holds it from now on
+    failures = [r["error"] for r in rows if r["status"] != "ok"]
+    return StageResult(
+        rows=rows,
+        counts={"reused_files": len(kept), "computed_files": len(todo)},
+        extra={
+            "field_names": list(FIELD_NAMES),
+            "params": metadata,
+            "geometry": clip_geometry(ctx.cfg),
+            "extraction_version": extraction.record.version,
+            "failure_reasons": dict(Counter(r.split(":", 1)[0] for r in failures)),
+            "sources": {rel: s.sha256 for rel, s in sorted(sources.items())},
+        },
     )
-    frames = item["clips"].permute(1, 2, 3, 0).numpy()
-    return save_mask_figure(out, frames, item["fields"], scores, masks, grid, title=title)
+
+
+def _compute_files(
+    ctx: StageContext, todo: list[Source], params: dict[str, Any], metadata: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Field files of the `todo` part files, one Ray task each; returns their clip rows.
+
+    A task whose worker died does not stop the others; then raises InputError (the finished
+    files stay, and the next run resumes).
+    """
+    if not todo:
+        return []
+    ensure_ray(ctx.cfg.ray)
+    writer = ctx.writer
+    jobs = [
+        (s.rel, (ctx.store, s.part, writer.path(s.rel), s.rel, params, metadata)) for s in todo
+    ]
+    progress = Progress(ctx.label, len(jobs))
+    in_flight = max(1, min(len(jobs), 2 * cluster_cpus()))
+    rows: list[dict[str, Any]] = []
+    broken: dict[str, str] = {}
+    for rel, result, error in map_bounded(compute_part, jobs, max_in_flight=in_flight):
+        if error is not None:  # the worker died: finish the others, then report
+            broken[rel] = error
+            progress.update("error")
+            continue
+        writer.add(OutputEntry.model_validate(result["entry"]))
+        rows += _rows(result["ok"], result["failed"])
+        progress.update("done")
+    if broken:
+        rel, error = next(iter(broken.items()))
+        raise InputError(
+            f"mask fields of {len(broken)} extraction file(s) could not be computed "
+            f"(first: {rel}: {error}); the other files are kept, rerun to resume"
+        )
+    return rows

@@ -1,14 +1,19 @@
 """`signmae predict VIDEO...` and `signmae export-encoder`.
 
-`predict` runs what the finetuned model needs on the fly: it reads each video whole, resamples
-it to the frame rate, square crop and size the model was trained on (the decode stage's
-settings, kept in the model folder's model.json), cuts the evaluation views the evaluate stage
-uses, averages their softmax and prints the top-k labels with their scores. A video that cannot
-be read is reported on its own line (or as an `error` in JSON) and the others go on; the exit
-status is 1 when any video failed.
+`predict` runs what the finetuned model needs on the fly: it reads each video whole through the
+decode stage's own code (`signmae_core.clips.decode_source`, with the decode settings the model
+was trained on, kept in the model folder's model.json: frame rate, square crop, size, JPEG
+quality), decodes the JPEG frames the way the clip reader does, cuts the evaluation views the
+evaluate stage uses, averages their softmax and prints the top-k labels with their scores. For a
+video of a dataset (whole video, no person box) the model gets exactly the tensor the evaluate
+stage gives it for the stored clip. A video that cannot be read is reported on its own line (or
+as an `error` in JSON) and the others go on; the exit status is 1 when any video failed.
 
 `export-encoder` writes the encoder of a pretrained or finetuned model folder as
 `encoder.safetensors` + `encoder.json` (see docs/TRAINING.md).
+
+Without `--checkpoint` both use the finetune output of the config's plan (the one `signmae run
+finetune` makes for this config), never some other finetune run in the store.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,7 @@ MODEL_SUBDIR = "model"
 
 def find_model_folder(path: str | None, config: Any = None) -> Path:
     """The model folder to use: `path` (a model folder, its model.safetensors, or a finetune
-    stage folder holding `model/`), else the newest finetune output in the config's store."""
+    stage folder holding `model/`), else the finetune output of `config`'s plan."""
     if path:
         candidate = Path(path)
         if not candidate.exists():
@@ -39,74 +45,61 @@ def find_model_folder(path: str | None, config: Any = None) -> Path:
         return candidate
     if config is None:
         raise InputError("no --checkpoint given")
-    from signmae_core.store import ArtifactStore
+    from .dag import Plan
 
-    from .finetune import STAGE_DATASET, STAGE_NAME
-
-    store = ArtifactStore(config.store.root)
-    records = [
-        store.read_record(STAGE_DATASET, STAGE_NAME, v)
-        for v in store.versions(STAGE_DATASET, STAGE_NAME)
-    ]
-    records = [r for r in records if r is not None]
-    if not records:
-        raise InputError(
-            f"no finetuned model in store {config.store.root}; run `signmae run finetune` "
-            "or pass --checkpoint"
-        )
-    newest = max(records, key=lambda r: r.finished_at)
-    return Path(store.stage_dir(STAGE_DATASET, STAGE_NAME, newest.version)) / MODEL_SUBDIR
+    try:
+        output = Plan.from_config(config).output("finetune")
+    except InputError as exc:
+        raise InputError(f"{exc}, or pass --checkpoint") from None
+    return Path(output.folder) / MODEL_SUBDIR
 
 
-def decode_video(path: str | Path, decode: dict[str, Any], limits: Any = None) -> np.ndarray:
-    """The whole video as the decode stage would store it: `(T, S, S, 3)` uint8 RGB.
+def decode_video(path: str | Path, decode: dict[str, Any], limits: Any = None) -> Any:
+    """The whole video as the decode stage would store it: `(jpegs, ClipMeta)`.
 
     Probed first with the ingest limits (`limits`: an IngestConfig; defaults when None), then
-    resampled to `decode["fps"]`, the full frame padded (or centre-cropped) to a square, resized
-    to `decode["size"]`, at most `decode["max_frames"]` frames.
+    decoded by `signmae_core.clips.decode_source` over all its frames with the `decode`
+    settings (a `DecodeConfig` dump; no person box: `bbox_or_pad` pads the full frame).
     """
-    from signmae_core.config import IngestConfig
+    from signmae_core.clips import decode_source
+    from signmae_core.config import DecodeConfig, IngestConfig
     from signmae_core.ingest.probe import probe_video
-    from signmae_core.ingest.source import SourceError, crop_box_for, read_window
+    from signmae_core.ingest.source import SourceError
 
     probe = probe_video(path, limits or IngestConfig())
     if probe.error is not None:
         raise InputError(f"{path}: {probe.error}")
-    mode = "center" if decode.get("crop") == "center" else "pad"  # no dataset bbox here
-    box = crop_box_for(probe.width, probe.height, mode)
+    known = DecodeConfig.model_fields  # a model folder made by other code may carry other keys
+    settings = DecodeConfig.model_validate({k: v for k, v in decode.items() if k in known})
     try:
-        frames = [
-            frame
-            for _, frame in read_window(
-                path, 0, int(probe.frame_count), out_fps=float(decode["fps"]), box=box,
-                size=int(decode["size"]), max_frames=int(decode["max_frames"]),
-            )
-        ]
+        return decode_source(
+            path, settings, window=(0, int(probe.frame_count)), source_fps=float(probe.fps),
+            source_size=(int(probe.width), int(probe.height)), source_path=Path(path).name,
+        )
     except SourceError as exc:
         raise InputError(f"{path}: {exc}") from None
-    if not frames:
-        raise InputError(f"{path}: no frame could be decoded")
-    return np.stack(frames)
 
 
-def view_clips(frames: np.ndarray, sampling: dict[str, Any], views: int) -> Any:
-    """The evaluation views of decoded frames: `(V, 3, T, S, S)` uint8 tensor.
+def view_clips(jpegs: Sequence[bytes], meta: Any, sampling: dict[str, Any], views: int) -> Any:
+    """The evaluation views of a decoded video: `(V, 3, T, S, S)` uint8 tensor.
 
-    The same reader and views as the evaluate stage (`ClipDataset.load(i, None, view, views)`).
+    The same reader and views as the evaluate stage (`ClipDataset.load(i, None, view, views)`),
+    reading frames from `jpegs` as `signmae_core.clips.read_frames` reads them from a clip file.
     """
     import torch
 
+    from signmae_core.clips import decode_jpeg
     from signmae_core.data import ClipDataset, ClipRecord, Sampling
 
     known = {f.name for f in dataclass_fields(Sampling)}
     spec = Sampling(**{k: tuple(v) if isinstance(v, list) else v
                        for k, v in sampling.items() if k in known})
     dataset = ClipDataset(
-        [ClipRecord(video_id="video", clip_path="video")],
+        [ClipRecord(video_id=meta.video_id or "video", clip_path="video")],
         spec,
         train=False,
-        read_frames=lambda _path, indices: frames[list(indices)],
-        read_meta=lambda _path: frames.shape[:3],
+        read_frames=lambda _path, indices: np.stack([decode_jpeg(jpegs[i]) for i in indices]),
+        read_meta=lambda _path: (meta.num_frames, meta.height, meta.width),
     )
     return torch.stack([dataset.load(0, None, view=v, num_views=views)["clips"]
                         for v in range(views)])
@@ -114,9 +107,11 @@ def view_clips(frames: np.ndarray, sampling: dict[str, Any], views: int) -> Any:
 
 def predict_videos(
     videos: list[str], model_folder: Path, views: int | None = None, topk: int = 5,
-    device: str = "auto",
+    device: str = "auto", limits: Any = None,
 ) -> list[dict[str, Any]]:
-    """Top-k labels with scores for each video; a failed video gets `error` instead."""
+    """Top-k labels with scores for each video; a failed video gets `error` instead.
+
+    `limits`: the probe limits (an IngestConfig; defaults when None)."""
     import torch
 
     from signmae_core.train.engine import autocast, resolve_device
@@ -132,8 +127,8 @@ def predict_videos(
     results = []
     for video in videos:
         try:
-            frames = decode_video(video, inputs["decode"])
-            clips = view_clips(frames, inputs["sampling"], views).to(torch_device)
+            jpegs, meta = decode_video(video, inputs["decode"], limits)
+            clips = view_clips(jpegs, meta, inputs["sampling"], views).to(torch_device)
             with torch.no_grad(), autocast(torch_device, "bf16"):
                 logits = model(clips).float()
             probs = logits.softmax(dim=-1).mean(dim=0)
@@ -145,7 +140,7 @@ def predict_videos(
                     for s, i in zip(scores.tolist(), index.tolist(), strict=True)
                 ],
                 "views": views,
-                "frames": int(frames.shape[0]),
+                "frames": meta.num_frames,
             })
         except (InputError, OSError, ValueError) as exc:
             results.append({"video": video, "error": str(exc)})
@@ -157,7 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides) if not args.checkpoint else None
     folder = find_model_folder(args.checkpoint, config)
-    results = predict_videos(args.videos, folder, args.views, args.topk, args.device)
+    results = predict_videos(args.videos, folder, args.views, args.topk, args.device,
+                             limits=config.ingest if config is not None else None)
     if args.json:
         print(json.dumps({"model": str(folder), "predictions": results}, ensure_ascii=False,
                          indent=2))
@@ -194,7 +190,7 @@ def register(sub: Any, add_config_args: Any) -> None:
     """Add the `predict` and `export-encoder` subcommands."""
     p = sub.add_parser("predict", help="top-5 signs of videos with a finetuned model")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
-    p.add_argument("--checkpoint", help="model folder (default: newest finetune output)")
+    p.add_argument("--checkpoint", help="model folder (default: this config's finetune output)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--views", type=int, help="temporal views averaged (default: as evaluated)")
     p.add_argument("--topk", type=int, default=5, help="labels shown per video")
@@ -203,7 +199,7 @@ def register(sub: Any, add_config_args: Any) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export-encoder", help="write a model's encoder as safetensors + JSON")
-    p.add_argument("--checkpoint", help="model folder (default: newest finetune output)")
+    p.add_argument("--checkpoint", help="model folder (default: this config's finetune output)")
     p.add_argument("--out", required=True, help="output folder")
     add_config_args(p)
     p.set_defaults(func=cmd_export_encoder)

@@ -60,14 +60,15 @@ def ensure_ray(config: RayConfig | None = None) -> bool:
 
 @contextlib.contextmanager
 def ray_session(config: RayConfig | None = None) -> Iterator[None]:
-    """Ray for the duration of a block: started (or connected) if needed, shut down if ours."""
+    """A block in which stages may start Ray (`ensure_ray`) when they have work for it; a Ray
+    started inside the block is shut down at its end, one that was running is left alone."""
     import ray
 
-    started = ensure_ray(config)
+    running_before = ray.is_initialized()
     try:
         yield
     finally:
-        if started:
+        if not running_before and ray.is_initialized():
             ray.shutdown()
 
 

@@ -1,76 +1,72 @@
-"""Run stages in DAG order over the configured datasets, and the one-command demo."""
+"""Run stages in DAG order through the plan and the one envelope, and the one-command demo.
+
+The config is checked and the plan made before anything starts: a bad config or a missing
+upstream output costs no Ray start-up. Ray starts only when a stage has work for it.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from signmae_core.config import DatasetConfig, PipelineConfig
-from signmae_core.store import StageRecord
+from signmae_core.config import PipelineConfig
 
+from .dag import Plan, StageKey
+from .execute import Outcome, execute
 from .ray_runtime import ray_session
-from .stages import STAGES, get_stage
 
 
-def _summary(record: StageRecord | None) -> str:
-    if record is None:
-        return "done"
+def describe(outcome: Outcome) -> str:
+    """One summary line for a finished (or reused) stage."""
+    key, record = outcome.key, outcome.record
     counts = ", ".join(f"{k} {v}" for k, v in record.counts.items()) or "no items"
-    return f"{counts} (version {record.version or '-'})"
+    where = key.stage if key.dataset == "_train" else f"{key.stage}] {key.dataset}:"
+    where = f"[{where}" if key.dataset != "_train" else f"[{key.stage}]"
+    if not outcome.ran:
+        ok = record.counts.get("ok")
+        return f"{where} up to date (version {record.version}, ok {ok})"
+    return f"{where} {counts} (version {record.version}) in {outcome.seconds:.1f} s"
 
 
 def run_stages(
     cfg: PipelineConfig,
-    names: list[str],
+    names: list[str] | None = None,
     datasets: list[str] | None = None,
     force: bool = False,
-) -> dict[str, list[StageRecord]]:
-    """Run the named stages in DAG order; data stages once per dataset, training stages once."""
-    cfg = cfg.with_absolute_paths()
-    order = [s for s in STAGES if s.name in set(names)]
-    chosen: list[DatasetConfig] = [cfg.dataset(n) for n in datasets] if datasets else cfg.datasets
-    missing = [s.name for s in order if not s.available]
+    plan: Plan | None = None,
+) -> list[Outcome]:
+    """Run the named stages (all available ones by default) in DAG order over the datasets."""
+    plan = plan or Plan.from_config(cfg)
+    for name in names or []:
+        plan.stage(name)  # an unknown name fails before anything runs
+    keys = plan.keys(names, datasets)
+    missing = sorted({k.stage for k in keys if not plan.stage(k.stage).available})
     if missing:
         print(f"not implemented yet, skipped: {', '.join(missing)}")
-    results: dict[str, list[StageRecord]] = {}
-    with ray_session(cfg.ray):
-        for stage in order:
-            if not stage.available:
-                continue
-            run = stage.load()
-            targets: list[DatasetConfig | list[DatasetConfig]] = (
-                list(chosen) if stage.per_dataset else [chosen]
-            )
-            for target in targets:
-                label = target.name if isinstance(target, DatasetConfig) else "+".join(
-                    d.name for d in target
-                )
-                started = time.perf_counter()
-                record = run(cfg, target, force=force)
-                results.setdefault(stage.name, []).append(record)
-                print(
-                    f"[{stage.name}] {label}: {_summary(record)} "
-                    f"in {time.perf_counter() - started:.1f} s"
-                )
-    return results
+    todo: list[StageKey] = [k for k in keys if plan.stage(k.stage).available]
+    outcomes = []
+    with ray_session(plan.cfg.ray):
+        for key in todo:
+            outcome = execute(plan, key, force=force)
+            print(describe(outcome), flush=True)
+            outcomes.append(outcome)
+    return outcomes
 
 
-def run_demo(cfg: PipelineConfig, force: bool = False) -> dict[str, list[StageRecord]]:
+def run_demo(cfg: PipelineConfig, force: bool = False) -> list[Outcome]:
     """Generate the synthetic dataset if needed, then run every available stage on it."""
     from signmae_core.synth import ensure_generated
 
-    cfg = cfg.with_absolute_paths()
-    dataset = cfg.dataset()
-    summary = ensure_generated(Path(dataset.root), cfg.synth)
+    plan = Plan.from_config(cfg)
+    dataset = plan.cfg.dataset()
+    summary = ensure_generated(Path(dataset.root), plan.cfg.synth)
     print(f"[synth] {dataset.root}: {summary['clips']} clips ({summary['status']})")
-    available = [s.name for s in STAGES if s.available]
-    results = run_stages(cfg, available, datasets=[dataset.name], force=force)
-    missing = [s.name for s in STAGES if not s.available]
+    outcomes = run_stages(plan.cfg, datasets=[dataset.name], force=force, plan=plan)
+    missing = [s.name for s in plan.stages.values() if not s.available]
     if missing:
         print(f"demo finished; stages not implemented yet: {', '.join(missing)}")
     else:
         print("demo finished: every stage ran")
-    return results
+    return outcomes
 
 
-__all__ = ["run_stages", "run_demo", "get_stage"]
+__all__ = ["describe", "run_demo", "run_stages"]

@@ -1,51 +1,77 @@
-"""The stages of the DAG, in order, and where each one's `run` lives.
+"""The stages of the DAG, declared once, in order: the only list of stages.
 
-A data stage runs per dataset: `run(cfg: PipelineConfig, dataset: DatasetConfig, force: bool)
--> StageRecord`. A training stage takes every configured dataset at once: `run(cfg, datasets:
-list[DatasetConfig], force: bool) -> StageRecord`. A stage whose module is not there yet is listed
-as missing, so `signmae run` and the demo say plainly what they could not run.
+Each entry names the stages it reads (the DAG's edges), its code version (bump it when the
+stage's output format or algorithm changes), the config sections whose output fields shape its
+output, and its compute function (`module:function`, taking a `StageContext`). Data stages run
+per dataset; training stages (`per_dataset=False`) combine every configured dataset and live under
+the store's `_train` pseudo-dataset. A stage without a compute function is listed as missing.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+
+from signmae_core.config import DatasetConfig, PipelineConfig
+from signmae_core.errors import InputError
+from signmae_core.store import sha256_file
+
+from .dag import Stage
+
+SCRATCH = "scratch"  # finetune.init_encoder: random initial weights
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    module: str
-    per_dataset: bool
-    summary: str
+def _sources(cfg: PipelineConfig, dataset: DatasetConfig | None) -> dict[str, str]:
+    """Ingest's input: the label files and every video's path, size and mtime."""
+    from signmae_core.ingest import plan_videos, sources_fingerprint
 
-    @property
-    def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+    assert dataset is not None
+    return {"sources": sources_fingerprint(dataset, plan_videos(dataset))}
 
-    def load(self) -> Callable[..., Any]:
-        return importlib.import_module(self.module).run
+
+def _pretrain_optional(cfg: PipelineConfig) -> set[str]:
+    """Pretraining reads mask fields only when the sampler or the loss uses them."""
+    uses_fields = cfg.masking.sampler == "segmentation" or cfg.model.hand_loss_weight > 0
+    return set() if uses_fields else {"masks"}
+
+
+def _finetune_optional(cfg: PipelineConfig) -> set[str]:
+    """Finetuning reads the pretrained encoder unless `finetune.init_encoder` names another."""
+    return {"pretrain"} if cfg.finetune.init_encoder else set()
+
+
+def _init_encoder(cfg: PipelineConfig, dataset: DatasetConfig | None) -> dict[str, str]:
+    """Finetuning's input when it does not start from the pretrain stage: `scratch`, or the
+    encoder file's checksum (a missing file is an error that names it)."""
+    choice = cfg.finetune.init_encoder
+    if not choice:
+        return {}
+    if choice == SCRATCH:
+        return {"init_encoder": SCRATCH}
+    path = Path(choice)
+    if not path.is_file():
+        raise InputError(f"finetune.init_encoder: no such file {path}")
+    return {"init_encoder": sha256_file(path)[:16]}
 
 
 STAGES: list[Stage] = [
-    Stage("ingest", "pipelines.ingest", True, "probe videos, write the manifest and class map"),
-    Stage("decode", "pipelines.decode", True, "standardized clips: window, fps, crop, size"),
-    Stage("extract", "pipelines.extract", True, "keypoints and part segmentation to Parquet"),
-    Stage("masks", "pipelines.masks", True, "per-frame part presence and motion fields"),
-    Stage("shard", "pipelines.shard", True, "WebDataset shards and index"),
-    Stage("pretrain", "pipelines.pretrain", False, "masked video pretraining of the encoder"),
-    Stage("finetune", "pipelines.finetune", False, "classifier finetuning"),
-    Stage("evaluate", "pipelines.evaluate", False, "metrics JSON and report"),
+    Stage("ingest", (), 1, ("ingest",), True, "pipelines.ingest:compute",
+          "probe videos, write the manifest and class map", dataset_config=True,
+          extra_inputs=_sources),
+    Stage("decode", ("ingest",), 1, ("decode",), True, "pipelines.decode:compute",
+          "standardized clips: window, fps, crop, size"),
+    Stage("extract", ("decode",), 1, ("extract",), True, "pipelines.extract:compute",
+          "keypoints and part segmentation to Parquet"),
+    Stage("masks", ("extract",), 1, ("masks",), True, "pipelines.masks:compute",
+          "per-frame part presence and motion fields"),
+    Stage("shard", ("decode", "masks"), 1, (), True, None, "WebDataset shards and index"),
+    Stage("pretrain", ("decode", "masks"), 1, ("pretrain", "model", "data", "masking"), False,
+          "pipelines.pretrain:compute", "masked video pretraining of the encoder",
+          optional_needs=_pretrain_optional),
+    Stage("finetune", ("decode", "pretrain"), 1, ("finetune", "model", "data"), False,
+          "pipelines.finetune:compute", "classifier finetuning",
+          optional_needs=_finetune_optional, extra_inputs=_init_encoder),
+    Stage("evaluate", ("decode", "finetune"), 1, ("evaluate",), False,
+          "pipelines.evaluate:compute", "metrics JSON and report"),
 ]
 
 STAGE_NAMES = [s.name for s in STAGES]
-
-
-def get_stage(name: str) -> Stage:
-    for stage in STAGES:
-        if stage.name == name:
-            return stage
-    raise KeyError(f"unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")

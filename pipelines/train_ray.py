@@ -1,6 +1,6 @@
 """Distributed data parallel training through Ray Train, or one plain process.
 
-`run_training("pipelines.pretrain:train_worker", payload, ...)` calls that function with the
+`run_training("pipelines.training:train_worker", payload, ...)` calls that function with the
 payload on every worker and returns what rank 0 returned (a function object works too when the
 workers can unpickle it):
 

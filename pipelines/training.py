@@ -1,177 +1,117 @@
-"""What the pretrain, finetune and evaluate stages share: their clips, their worker, their layout.
+"""What the pretrain, finetune and evaluate stages share: their clips, their worker, their run.
 
 Training stages combine every configured dataset, so they live under the store's `_train`
 pseudo-dataset (see docs/TRAINING.md)::
 
-    <root>/_train/pretrain/<version>/    checkpoints/, metrics.jsonl, recon/, model/, encoder/
-    <root>/_train/finetune/<version>/    checkpoints/, metrics.jsonl, model/
+    <root>/_train/pretrain/<version>/    checkpoints/, metrics.jsonl, recon/, model/, encoder/,
+                                         inputs.json
+    <root>/_train/finetune/<version>/    checkpoints/, metrics.jsonl, model/, inputs.json
     <root>/_train/evaluate/<version>/    metrics.json, report.md, report.html, plots/,
                                          predictions.csv
 
-Clips come from each dataset's decode output (and, where masking needs them, its mask fields)
-through the one dataset reader, `signmae_core.data.ClipDataset`. Training runs in
+Versions and input fingerprints come from the plan (`pipelines.dag`); the stages read clips
+through `pipelines.outputs` and hand the worker resolved paths only. Training runs in
 `train_worker`, the same function whether one process runs it or Ray Train runs it on every
-worker (`pipelines.train_ray.run_training`).
+worker (`pipelines.train_ray.run_training`). A run resumes from its newest checkpoint only when
+the fingerprints of what it reads are the ones it started with (`inputs.json`); changed data,
+`--force` or a damaged output start it over.
 """
 
 from __future__ import annotations
 
-import bisect
+import json
+import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from signmae_core.config import DatasetConfig, PipelineConfig, TrainConfig, config_hash
+from signmae_core.config import PipelineConfig, TrainConfig
 from signmae_core.data import ClipDataset, ClipRecord, Sampling
 from signmae_core.errors import InputError
-from signmae_core.store import ArtifactStore
 
-STAGE_DATASET = "_train"
+from . import outputs
+from .dag import DAMAGED
+from .execute import StageContext, StageResult
 
-# fields that change how a run is carried out, not what it computes: outside the version hash
-OPERATIONAL_FIELDS = {
-    "device", "num_workers", "cpus_per_worker", "loader_threads", "log_every",
-    "checkpoint_every", "keep_checkpoints", "recon_every", "recon_samples", "resume", "compile",
-}
-
-
-def training_settings(train: TrainConfig) -> dict[str, Any]:
-    """The settings of a TrainConfig that decide the result (for the stage's config hash)."""
-    return train.model_dump(mode="json", exclude=OPERATIONAL_FIELDS)
-
-
-def local_store(cfg: PipelineConfig) -> ArtifactStore:
-    """The store; training writes checkpoints as it goes, so its root must be a local path
-    (or a mounted shared file system for multi-machine runs)."""
-    store = ArtifactStore.from_config(cfg.store)
-    if not store.is_local:
-        raise InputError(
-            f"training stages need a local or mounted store root, not {cfg.store.root}"
-        )
-    return store
-
-
-def sampling_for(cfg: PipelineConfig) -> Sampling:
-    """How clips are cut for the model: frames and size from `model`, augmentation from `data`."""
-    return Sampling.from_config(cfg)
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "recon", "model", "encoder", "ray")
+INPUTS_MARKER = "inputs.json"  # the input fingerprints a run started with (resume guard)
 
 
 # ---- the clips of one or more datasets --------------------------------------------------------
 @dataclass
 class DatasetClips:
-    """One dataset's clips of some splits, as plain data (it travels to Ray workers)."""
+    """One dataset's clips of some splits, as plain data with resolved paths (it travels to
+    Ray workers): `records` hold `video_id`, `clip_path`, `label` (-1: none) and `split`;
+    `field_paths` the dataset's mask field files (empty when the run reads no fields)."""
 
     name: str
     records: list[dict[str, Any]]
     class_names: list[str]
-    inputs: dict[str, str] = field(default_factory=dict)
+    field_paths: list[str] = field(default_factory=list)
     unlabeled: int = 0  # clips left out for having no label
 
 
 def dataset_clips(
-    cfg: PipelineConfig,
-    dataset: DatasetConfig,
-    splits: Sequence[str],
-    store: ArtifactStore,
-    with_fields: bool = False,
+    ctx: StageContext, dataset: str, splits: Sequence[str], with_fields: bool = False
 ) -> DatasetClips:
-    """The ok clips of `splits` in a dataset's current decode output, with its class names.
+    """The ok clips of `splits` in a dataset's decode output, its class names, and (with
+    `with_fields`) its mask field files, all read through the plan."""
+    records = [
+        {
+            "video_id": row["video_id"],
+            "clip_path": row["clip_path"],
+            "label": -1 if row["label_id"] is None else int(row["label_id"]),
+            "split": row["split"],
+        }
+        for row in outputs.clip_rows(ctx.plan, dataset)
+        if row["status"] == "ok" and row["split"] in splits
+    ]
+    paths = outputs.field_paths(ctx.plan, dataset) if with_fields else []
+    return DatasetClips(dataset, records, outputs.class_names(ctx.plan, dataset), paths)
 
-    `inputs` holds the fingerprints of the upstream records read (ingest, decode, and masks when
-    `with_fields`), for the training stage's record.
-    """
-    from . import decode, ingest, masks
 
-    ingest_record, manifest_path = ingest.current(cfg, dataset, store)
-    from signmae_core.ingest.manifest import CLASSES_NAME, parse_class_map
-
-    classes_path = f"{manifest_path.rsplit('/', 1)[0]}/{CLASSES_NAME}"
-    class_names = parse_class_map(store.read_bytes(classes_path).decode("utf-8"))
-    decode_record, folder = decode.current(cfg, dataset, store)
-    table = decode.load_clips(cfg, dataset, store).to_pylist()
-    records = []
-    for row in table:
-        if row["status"] != "ok" or row["split"] not in splits:
-            continue
-        label = row["label_id"]
-        records.append(
-            {
-                "video_id": row["video_id"],
-                "clip_path": f"{folder}/{row['clip']}",
-                "label": -1 if label is None else int(label),
-                "split": row["split"],
-            }
-        )
-    inputs = {
-        f"{dataset.name}/ingest": ingest_record.fingerprint(),
-        f"{dataset.name}/decode": decode_record.fingerprint(),
-    }
-    if with_fields:
-        masks_record, _ = masks.current(cfg, dataset, store)
-        inputs[f"{dataset.name}/masks"] = masks_record.fingerprint()
-    return DatasetClips(dataset.name, records, class_names, inputs)
+def labelled(part: DatasetClips) -> DatasetClips:
+    """The same dataset's clips without the unlabelled ones (counted in `unlabeled`)."""
+    records = [r for r in part.records if r["label"] >= 0]
+    return replace(part, records=records,
+                   unlabeled=part.unlabeled + len(part.records) - len(records))
 
 
 def combined_classes(parts: Sequence[DatasetClips]) -> list[str]:
     """One class list over datasets: a single labelled dataset keeps its names; several are
     prefixed `<dataset>:` and concatenated in dataset order."""
-    labelled = [p for p in parts if p.class_names]
-    if len(labelled) <= 1:
-        return list(labelled[0].class_names) if labelled else []
-    return [f"{p.name}:{name}" for p in labelled for name in p.class_names]
+    labelled_parts = [p for p in parts if p.class_names]
+    if len(labelled_parts) <= 1:
+        return list(labelled_parts[0].class_names) if labelled_parts else []
+    return [f"{p.name}:{name}" for p in labelled_parts for name in p.class_names]
 
 
-class ClipSet:
-    """Several datasets' `ClipDataset`s as one: `load(index, rng, view, num_views)` like theirs,
-    labels mapped onto `combined_classes`."""
+def open_clips(
+    cfg: PipelineConfig, parts: Sequence[DatasetClips], train: bool, with_fields: bool
+) -> ClipDataset:
+    """One reader over every dataset's clips, labels mapped onto `combined_classes`.
 
-    def __init__(self, datasets: list[ClipDataset], label_offsets: list[int]) -> None:
-        self.datasets = datasets
-        self.label_offsets = label_offsets
-        self.starts = list(np.cumsum([0] + [len(d) for d in datasets[:-1]]))
-        self.total = sum(len(d) for d in datasets)
+    Not `torch.utils.data.ConcatDataset`: the engine and evaluation call
+    `load(index, rng, view, num_views)`, which it lacks, and `ClipDataset` already reads the
+    records of several datasets (fields keyed by dataset), so one reader does it. In a worker
+    this opens the field files itself (a thread-safe `FieldReader` per dataset).
+    """
+    from signmae_core.masking.storage import FieldReader
 
-    def __len__(self) -> int:
-        return self.total
-
-    def load(self, index: int, rng: Any, view: int = 0, num_views: int = 1) -> dict[str, Any]:
-        part = bisect.bisect_right(self.starts, index) - 1
-        item = self.datasets[part].load(index - self.starts[part], rng, view, num_views)
-        if item["label"] >= 0:
-            item["label"] += self.label_offsets[part]
-        return item
-
-
-def open_clip_set(
-    cfg: PipelineConfig,
-    parts: Sequence[DatasetClips],
-    train: bool,
-    with_fields: bool,
-) -> ClipSet:
-    """The reader over every dataset's clips (in a worker: it opens the field files itself)."""
-    from . import masks
-
-    datasets, offsets, offset = [], [], 0
-    sampling = sampling_for(cfg)
+    records: list[ClipRecord] = []
+    fields, offset = {}, 0
     for part in parts:
-        fields = None
+        for r in part.records:
+            label = r["label"] + offset if r["label"] >= 0 else -1
+            records.append(ClipRecord(r["video_id"], r["clip_path"], label, r["split"], part.name))
         if with_fields:
-            fields = masks.open_fields(cfg, cfg.dataset(part.name))  # thread-safe reader
-        records = [ClipRecord(**r) for r in part.records]
-        datasets.append(ClipDataset(records, sampling, fields=fields, train=train))
-        offsets.append(offset)
+            fields[part.name] = FieldReader(part.field_paths)
         offset += len(part.class_names)
-    if sum(len(d) for d in datasets) == 0:
+    if not records:
         raise InputError("no clips to read in the chosen splits")
-    return ClipSet(datasets, offsets)
-
-
-def stage_version(config_hash_: str, inputs: dict[str, str]) -> str:
-    """A training stage's version: its config hash and the fingerprints of what it read."""
-    return config_hash({"config": config_hash_, "inputs": inputs})
+    sampling = Sampling.from_config(cfg)
+    return ClipDataset(records, sampling, fields=fields if with_fields else None, train=train)
 
 
 def total_steps(num_clips: int, train: TrainConfig) -> int:
@@ -189,7 +129,7 @@ def model_input_info(cfg: PipelineConfig, views: int) -> dict[str, Any]:
     """How the model's clips were made, for inference on new videos (`signmae predict`)."""
     return {
         "decode": cfg.decode.model_dump(mode="json"),
-        "sampling": asdict(sampling_for(cfg)),
+        "sampling": asdict(Sampling.from_config(cfg)),
         "views": views,
     }
 
@@ -198,65 +138,41 @@ def model_input_info(cfg: PipelineConfig, views: int) -> dict[str, Any]:
 def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Train on this worker (rank from torch.distributed) and, on rank 0, publish the model.
 
-    `payload`: `kind` ("pretrain" or "finetune"), `config` (PipelineConfig as JSON), `parts`
-    (DatasetClips as dicts), `run_dir`, `total_steps`, `class_names`, and for finetuning
-    `init_encoder` (a safetensors path or None for random init).
+    `payload`: `kind` ("pretrain" or "finetune"), `config` (PipelineConfig as JSON, paths
+    absolute), `parts` (DatasetClips as dicts), `with_fields`, `run_dir`, `total_steps`,
+    `class_names`, and for finetuning `init_encoder` (a safetensors path; None: random init).
     """
     import torch
     import torch.distributed as dist
 
-    from signmae_core.data import collate
-    from signmae_core.models import create_classifier, create_pretrain_model, token_grid
-    from signmae_core.train import EpochBatches, FinetuneTask, PretrainTask, Trainer
-    from signmae_core.train.checkpoint import load_weights
-    from signmae_core.train.export import save_model_folder
+    from signmae_core.train import EpochBatches, Trainer, collate
+    from signmae_core.train.build import build_finetuning, build_pretraining
 
     cfg = PipelineConfig.model_validate(payload["config"])
-    kind = payload["kind"]
-    train = cfg.pretrain if kind == "pretrain" else cfg.finetune
+    kind, names = payload["kind"], payload["class_names"]
+    train: TrainConfig = getattr(cfg, kind)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     parts = [DatasetClips(**p) for p in payload["parts"]]
-    with_fields = kind == "pretrain" and needs_fields(cfg)
-    clips = open_clip_set(cfg, parts, train=True, with_fields=with_fields)
+    clips = open_clips(cfg, parts, train=True, with_fields=payload["with_fields"])
     source = EpochBatches(
         len(clips), clips.load, train.batch_size, seed=train.seed, rank=rank, world_size=world,
         threads=train.loader_threads, collate_fn=collate,
     )
     torch.manual_seed(train.seed)
-    run_dir = Path(payload["run_dir"])
-    grid = token_grid(cfg.model)
     figure_fn = None
     if kind == "pretrain":
-        model = create_pretrain_model(cfg.model)
-        task = PretrainTask(make_mask_fn(cfg, cfg.masking.sampler), grid)
-        figure_fn = make_figure_fn(cfg, with_fields, train.recon_samples)
+        model, task, figure_fn = build_pretraining(cfg, payload["with_fields"])
     else:
-        model = create_classifier(cfg.model, len(payload["class_names"]))
-        if payload.get("init_encoder"):
-            model.load_encoder_state_dict(load_weights(payload["init_encoder"]))
-        task = FinetuneTask(train.label_smoothing)
-    meta = {"kind": kind, "class_names": payload["class_names"], "model": cfg.model.model_dump()}
-    trainer = Trainer(
-        model, task, train, payload["total_steps"], run_dir=run_dir, meta=meta,
-        figure_fn=figure_fn,
-    )
+        model, task = build_finetuning(cfg, len(names), payload.get("init_encoder"))
+    run_dir = Path(payload["run_dir"])
+    meta = {"kind": kind, "class_names": names, "model": cfg.model.model_dump()}
+    trainer = Trainer(model, task, train, payload["total_steps"], run_dir=run_dir, meta=meta,
+                      figure_fn=figure_fn)
     result = trainer.fit(source)
     if result.ran_out_of_data:
         raise RuntimeError(f"the clips ran out at step {result.state.step}")
     if rank == 0:
-        info = {
-            "kind": "pretrain" if kind == "pretrain" else "classifier",
-            "model": cfg.model.model_dump(mode="json"),
-            "num_classes": len(payload["class_names"]),
-            "class_names": payload["class_names"],
-            "input": model_input_info(cfg, cfg.evaluate.views),
-            "trained": {"steps": result.state.step, "samples": result.state.samples},
-        }
-        save_model_folder(run_dir / "model", model, info)
-        if kind == "pretrain":
-            from signmae_core.train.export import export_encoder
-
-            export_encoder(run_dir / "model", run_dir / "encoder")
+        _publish(cfg, kind, names, model, run_dir, result.state)
     losses = [result.losses[s] for s in sorted(result.losses)]
     return {
         "steps": result.state.step,
@@ -268,56 +184,25 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def needs_fields(cfg: PipelineConfig) -> bool:
-    """Pretraining reads mask fields when the sampler scores tokens or hands weigh the loss."""
-    return cfg.masking.sampler == "segmentation" or cfg.model.hand_loss_weight > 0
+def _publish(cfg: PipelineConfig, kind: str, names: list[str], model: Any, run_dir: Path,
+             state: Any) -> None:
+    """Rank 0: the model folder (and for pretraining its encoder export)."""
+    from signmae_core.train.export import export_encoder, save_model_folder
 
-
-def make_mask_fn(cfg: PipelineConfig, sampler: str):
-    """`mask_fn(batch, grid, generator) -> (mask, token_weight)` from the masking config."""
-    from signmae_core.masking import TokenMasker
-    from signmae_core.models import token_grid
-
-    settings = cfg.masking.model_copy(update={"sampler": sampler})
-    masker = TokenMasker.from_config(settings, token_grid(cfg.model))
-
-    def mask_fn(batch: dict[str, Any], grid: tuple[int, int, int], generator: Any):
-        fields = batch.get("fields")
-        draw = masker(
-            fields, batch_size=batch["clips"].shape[0], device="cpu", generator=generator
-        )
-        return draw.mask, draw.hand_presence
-
-    return mask_fn
-
-
-def make_figure_fn(cfg: PipelineConfig, with_fields: bool, samples: int):
-    """Reconstruction figures under every sampler the clips allow, with fixed masks."""
-    import torch
-
-    from signmae_core.models import token_grid
-    from signmae_core.train.recon import save_reconstruction
-
-    samplers = ["tube", "random"] + (["segmentation"] if with_fields else [])
-    mask_fns = {name: make_mask_fn(cfg, name) for name in samplers}
-    grid = token_grid(cfg.model)
-
-    def figure_fn(model: Any, batch: dict[str, Any], step: int, path: Path) -> None:
-        masks = {
-            name: fn(batch, grid, torch.Generator().manual_seed(step))[0]
-            for name, fn in mask_fns.items()
-        }
-        device = next(model.parameters()).device
-        clips = batch["clips"][:samples].to(device)
-        save_reconstruction(path, model, clips, masks, title=f"step {step}", max_clips=samples)
-
-    return figure_fn
+    info = {
+        "kind": "pretrain" if kind == "pretrain" else "classifier",
+        "model": cfg.model.model_dump(mode="json"),
+        "num_classes": len(names),
+        "class_names": names,
+        "input": model_input_info(cfg, cfg.evaluate.views),
+        "trained": {"steps": state.step, "samples": state.samples},
+    }
+    save_model_folder(run_dir / "model", model, info)
+    if kind == "pretrain":
+        export_encoder(run_dir / "model", run_dir / "encoder")
 
 
 # ---- the stage around the worker ----------------------------------------------------------------
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "recon", "model", "encoder", "ray")
-
-
 def register_outputs(writer: Any, run_dir: Path) -> None:
     """Record the run's published files: model/, encoder/, metrics, figures, last checkpoint."""
     from signmae_core.train.checkpoint import latest_checkpoint
@@ -335,78 +220,89 @@ def register_outputs(writer: Any, run_dir: Path) -> None:
         writer.add_existing(str(path.relative_to(run_dir)), checksum=path.suffix == ".safetensors")
 
 
+def run_folder(ctx: StageContext) -> Path:
+    """The local stage folder: training writes checkpoints as it goes and reads model folders,
+    so the store root must be a local path (or a mounted shared file system for several
+    machines)."""
+    if not ctx.store.is_local:
+        raise InputError(
+            f"training stages need a local or mounted store root, not {ctx.cfg.store.root}"
+        )
+    return Path(ctx.writer.dir)
+
+
+def restart_reason(ctx: StageContext, run_dir: Path) -> str | None:
+    """Why the run must start over instead of resuming its checkpoints (None: resume).
+
+    A version is known before the data is read (config and upstream versions), so the data
+    under one version can change: then the old checkpoints belong to other data."""
+    marker = run_dir / INPUTS_MARKER
+    if ctx.force:
+        return "--force"
+    if ctx.inputs_changed:
+        return "its inputs changed since the last run"
+    if ctx.plan.state(ctx.key).kind == DAMAGED:
+        return "an output of the last run is damaged"
+    if not any((run_dir / name).exists() for name in RUN_OUTPUTS):
+        return None
+    try:
+        started_on = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no readable record of the inputs of the run in place"
+    if started_on != ctx.writer.inputs:
+        return "the run in place was started on other inputs"
+    return None
+
+
+def prepare_run(ctx: StageContext, run_dir: Path) -> None:
+    """Start over when `restart_reason` says so (delete the last run's files); then write the
+    inputs marker that the next attempt compares against."""
+    reason = restart_reason(ctx, run_dir)
+    if reason is not None:
+        removed = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+        for name in removed:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if removed:
+            print(f"[{ctx.label}] starting over ({reason})", flush=True)
+    marker = run_dir / INPUTS_MARKER
+    marker.write_text(json.dumps(ctx.writer.inputs, sort_keys=True, indent=1), encoding="utf-8")
+
+
 def run_training_stage(
-    cfg: PipelineConfig,
-    kind: str,
+    ctx: StageContext,
     parts: list[DatasetClips],
     class_names: list[str],
-    config_hash_: str,
-    inputs: dict[str, str],
-    code_version: int,
-    force: bool,
+    with_fields: bool = False,
     init_encoder: str | None = None,
     skipped: dict[str, int] | None = None,
-) -> Any:
-    """Train (or resume, or skip when up to date) and commit the stage record.
-
-    `skipped` adds counts of clips left out (e.g. unlabelled ones) to the record."""
-    import shutil
-
+) -> StageResult:
+    """Train `ctx.key.stage` ("pretrain" or "finetune") in the stage folder, resuming a killed
+    run of the same inputs; `skipped` adds counts of clips left out (e.g. unlabelled ones)."""
     from signmae_core.train.engine import resolve_device
 
     from .train_ray import run_training
 
-    store = local_store(cfg)
-    train = cfg.pretrain if kind == "pretrain" else cfg.finetune
-    version = stage_version(config_hash_, inputs)
-    if not force:
-        record = store.is_up_to_date(
-            STAGE_DATASET, kind, version, config_hash_, code_version, inputs
-        )
-        if record is not None:
-            return record
+    kind = ctx.key.stage
+    run_dir = run_folder(ctx)
+    train: TrainConfig = getattr(ctx.cfg, kind)
     num_clips = sum(len(p.records) for p in parts)
     steps = total_steps(num_clips, train)
-    use_gpu = resolve_device(train.device).type == "cuda"  # decided where the stage starts
-    with store.open_stage(
-        STAGE_DATASET, kind, version, config_hash=config_hash_, code_version=code_version,
-        inputs=inputs,
-    ) as writer:
-        run_dir = Path(writer.dir)
-        if force:  # start over: a resume would continue the old run
-            for name in RUN_OUTPUTS:
-                target = run_dir / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        payload = {
-            "kind": kind,
-            "config": cfg.model_dump(mode="json"),
-            "parts": [asdict(p) for p in parts],
-            "run_dir": str(run_dir),
-            "total_steps": steps,
-            "class_names": class_names,
-            "init_encoder": init_encoder,
-        }
-        summary = run_training(
-            "pipelines.training:train_worker", payload, num_workers=train.num_workers,
-            use_gpu=use_gpu, storage_path=str(run_dir / "ray"), name=kind,
-            cpus_per_worker=train.cpus_per_worker, ray_config=cfg.ray,
-        )
-        register_outputs(writer, run_dir)
-        writer.counts["ok"] = num_clips  # the clips trained on
-        writer.counts["steps"] = summary["steps"]
-        for name, count in (skipped or {}).items():
-            writer.counts[name] = count
-        return writer.commit(
-            **summary,
-            datasets=[p.name for p in parts],
-            num_classes=len(class_names),
-            total_steps=steps,
-        )
-
-
-def stage_folder(cfg: PipelineConfig, kind: str, version: str) -> Path:
-    """The local folder of a training stage version."""
-    return Path(local_store(cfg).stage_dir(STAGE_DATASET, kind, version))
+    prepare_run(ctx, run_dir)
+    payload = {
+        "kind": kind, "config": ctx.cfg.model_dump(mode="json"),
+        "parts": [asdict(p) for p in parts], "with_fields": with_fields,
+        "run_dir": str(run_dir), "total_steps": steps, "class_names": class_names,
+        "init_encoder": init_encoder,
+    }
+    summary = run_training(
+        "pipelines.training:train_worker", payload, num_workers=train.num_workers,
+        use_gpu=resolve_device(train.device).type == "cuda",  # decided where the stage starts
+        storage_path=str(run_dir / "ray"), name=kind, cpus_per_worker=train.cpus_per_worker,
+        ray_config=ctx.cfg.ray,
+    )
+    register_outputs(ctx.writer, run_dir)
+    counts = {"ok": num_clips, "steps": summary["steps"], **(skipped or {})}  # ok: clips trained on
+    extra = {**summary, "datasets": [p.name for p in parts], "num_classes": len(class_names),
+             "total_steps": steps}
+    return StageResult(counts=counts, extra=extra)

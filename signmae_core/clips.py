@@ -1,5 +1,7 @@
 """The clip format: standardized sign clips as JPEG frames in one file (see docs/CLIPS.md).
 
+The decode stage makes a clip's frames with `decode_source(video, settings, ...)`, and so does
+`signmae predict` for a new video, so the model sees the same pixels (JPEG round trip included).
 Every stage after decode reads clips only through this module:
 
 - `read_clip(path) -> (T, H, W, 3) uint8 RGB` and `read_frames(path, indices)` for random access;
@@ -30,13 +32,22 @@ import json
 import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from signmae_core.config import DatasetConfig, PipelineConfig, config_hash
-from signmae_core.ingest.source import CropBox, read_source_indices
+from signmae_core.ingest.source import (
+    CropBox,
+    SourceError,
+    crop_box_for,
+    read_source_indices,
+    read_window,
+    resample_indices,
+)
+
+if TYPE_CHECKING:
+    from signmae_core.config import DecodeConfig
 
 MAGIC = b"SMCLIP01"
 CLIP_SUFFIX = ".smclip"
@@ -44,20 +55,8 @@ _PREFIX = struct.Struct("<8sI")
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 
-def decode_config_hash(cfg: PipelineConfig) -> str:
-    """Hash of the decode settings that change clips (not the parallelism)."""
-    return config_hash(cfg.decode.model_dump(mode="json", exclude={"max_in_flight", "timeout_s"}))
-
-
-def decode_version(cfg: PipelineConfig, dataset: DatasetConfig) -> str:
-    """The decode output folder's version: a pure function of the config.
-
-    `hash(decode settings, ingest_version(cfg, dataset))`: other decode settings or another
-    ingest version make a new folder; new videos in the same ingest version update the same one.
-    """
-    from signmae_core.ingest.plan import ingest_version
-
-    return config_hash(decode_config_hash(cfg), ingest_version(cfg, dataset))
+CLIPS_DIR = "clips"  # the decode stage's clip files, `<CLIPS_DIR>/<video_id><CLIP_SUFFIX>`
+CLIP_TABLE = "clips.parquet"  # the decode stage's table: one row per ok manifest video
 
 
 class ClipError(ValueError):
@@ -104,6 +103,60 @@ def encode_jpeg(frame: np.ndarray, quality: int, bgr: bool = False) -> bytes:
     if not ok:
         raise ClipError("JPEG encoding failed")
     return buf.tobytes()
+
+
+def decode_source(
+    video: str | Path,
+    settings: DecodeConfig,
+    *,
+    window: tuple[int, int],
+    source_fps: float,
+    source_size: tuple[int, int],
+    bbox: Sequence[float] | None = None,
+    video_id: str = "",
+    source_path: str = "",
+    source_key: str = "",
+) -> tuple[list[bytes], ClipMeta]:
+    """The decode stage's work on one video: its clip frames as stored, and the clip's metadata.
+
+    The source frames of `window` (`[start, end)`, 0-based) are resampled from `source_fps` to
+    `settings.fps` (at most `settings.max_frames`), cropped to the square of `settings.crop`
+    (`bbox`: the dataset's person box, or None) in a `source_size = (width, height)` frame,
+    resized to `settings.size` and JPEG-encoded at `settings.jpeg_quality`. Returns one JPEG per
+    clip frame (decode with `decode_jpeg`: `(S, S, 3)` uint8 RGB) and the `ClipMeta`; raises
+    `SourceError` when no frame can be decoded.
+    """
+    start, end = window
+    width, height = source_size
+    box = crop_box_for(width, height, settings.crop, bbox)
+    expected = resample_indices(start, end, source_fps, settings.fps)
+    indices, jpegs = [], []
+    for index, image in read_window(
+        video, start, end, out_fps=settings.fps, box=box, size=settings.size,
+        max_frames=settings.max_frames, pixel_format="bgr24",
+    ):
+        indices.append(index)
+        jpegs.append(encode_jpeg(image, settings.jpeg_quality, bgr=True))
+    if not jpegs:
+        raise SourceError("no frame of the window could be decoded")
+    meta = ClipMeta(
+        video_id=video_id,
+        fps=settings.fps,
+        height=settings.size,
+        width=settings.size,
+        num_frames=len(jpegs),
+        source_path=source_path,
+        source_width=width,
+        source_height=height,
+        source_fps=source_fps,
+        window=(start, end),
+        frame_indices=indices,
+        crop_box=box.to_list(),
+        frames_expected=min(len(expected), settings.max_frames),
+        jpeg_quality=settings.jpeg_quality,
+        source_key=source_key,
+    )
+    return jpegs, meta
 
 
 def write_clip_jpegs(path: str | Path, jpegs: Sequence[bytes], meta: ClipMeta) -> int:

@@ -42,7 +42,6 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, Field
 
 from .config.runtime import StoreConfig
-from .errors import InputError
 
 RECORD_NAME = "_stage.json"
 TMP_PREFIX = ".tmp-"
@@ -76,14 +75,13 @@ class StageRecord(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Hash that changes whenever this output changes: what downstream stages record."""
+        """Hash of what this stage wrote (its version and its outputs' paths, sizes and sums):
+        what downstream stages record as their input. A rerun that writes the same bytes, for
+        whatever reason it ran, keeps the fingerprint, so nothing downstream reruns for it."""
         payload = json.dumps(
             {
                 "stage": self.stage,
                 "version": self.version,
-                "config_hash": self.config_hash,
-                "code_version": self.code_version,
-                "inputs": self.inputs,
                 "outputs": [o.model_dump() for o in self.outputs],
             },
             sort_keys=True,
@@ -185,38 +183,6 @@ class ArtifactStore:
         if not self.exists(path):
             return None
         return StageRecord.model_validate_json(self.read_bytes(path))
-
-    def require_record(
-        self, dataset: str, stage: str, version: str, what: str, command: str
-    ) -> StageRecord:
-        """The record of a completed stage version a later stage reads from.
-
-        Raises InputError naming `what` is missing, the versions that do exist and the
-        `command` that makes it, when that version has not run (or not finished).
-        """
-        record = self.read_record(dataset, stage, version)
-        if record is None:
-            known = ", ".join(self.versions(dataset, stage)) or "none"
-            raise InputError(
-                f"no {what} (version {version}; completed versions: {known}): "
-                f"run `{command}` first"
-            )
-        return record
-
-    def is_up_to_date(
-        self,
-        dataset: str,
-        stage: str,
-        version: str | None,
-        config_hash: str,
-        code_version: int,
-        inputs: dict[str, str],
-    ) -> StageRecord | None:
-        """The matching record when the stage is complete for this config and inputs, else None."""
-        record = self.read_record(dataset, stage, version)
-        if record is not None and record.matches(config_hash, code_version, inputs):
-            return record
-        return None
 
     # ---- writing -----------------------------------------------------------------------------
     @contextlib.contextmanager

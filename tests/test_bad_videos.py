@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from stages_helper import manifest as read_manifest
+from stages_helper import run_stage, stage_folder
 from video_files import write_bad_videos, write_video
 
 from signmae_core.config import DatasetConfig, IngestConfig, load_config
@@ -84,8 +86,6 @@ def test_limits_come_from_config(bad_dataset: tuple[Path, dict[str, str]]) -> No
 def test_bad_videos_never_stop_ingest_or_decode(
     bad_dataset: tuple[Path, dict[str, str]], tmp_path: Path, ray_local: None
 ) -> None:
-    from pipelines import decode, ingest
-
     root, expected = bad_dataset
     dataset = DatasetConfig(name="bad", adapter="csv", root=str(root))
     cfg = load_config(
@@ -93,8 +93,8 @@ def test_bad_videos_never_stop_ingest_or_decode(
         [f"store.root={tmp_path / 'store'}", "decode.size=32"],
         datasets=[dataset.model_dump()],
     )
-    record = ingest.run(cfg, dataset)
-    manifest = ingest.load_manifest(cfg, dataset).to_pylist()
+    record = run_stage(cfg, "ingest", dataset)
+    manifest = read_manifest(cfg, dataset).to_pylist()
     assert record.counts["ok"] == 2 and record.counts["failed"] == len(manifest) - 2
     by_name = {Path(row["path"]).name: row for row in manifest}
     for name, reason in expected.items():
@@ -109,9 +109,9 @@ def test_bad_videos_never_stop_ingest_or_decode(
     bad_row = [r for r in manifest if r["error"] and "not an integer" in r["error"]]
     assert len(bad_row) == 1  # a bad label row is a failed row too
 
-    record = decode.run(cfg, dataset)
+    record = run_stage(cfg, "decode", dataset)
     assert record.counts["ok"] == 2 and record.counts["failed"] == 0
     assert record.counts["ingest_failed"] == len(manifest) - 2
-    _, folder = decode.current(cfg, dataset)
+    folder = stage_folder(cfg, "decode", dataset)
     results = pq.read_table(f"{folder}/clips.parquet").to_pylist()
     assert sorted(r["num_frames"] for r in results) == [15, 20]

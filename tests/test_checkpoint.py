@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -146,7 +147,9 @@ def test_checkpoint_files_are_complete_pickle_free_and_pruned(tmp_path: Path) ->
     for group, other_group in zip(
         optimizer.param_groups, other_optimizer.param_groups, strict=True
     ):
-        assert group["lr_scale"] == other_group["lr_scale"] and group["name"] == other_group["name"]
+        assert group["lr_scale"] == other_group["lr_scale"]
+        assert group["weight_decay"] == other_group["weight_decay"]
+        assert len(group["params"]) == len(other_group["params"])
     for param, other_param in zip(model.parameters(), other.parameters(), strict=True):
         for key, value in optimizer.state[param].items():
             torch.testing.assert_close(other_optimizer.state[other_param][key], value)
@@ -160,3 +163,61 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path: Path) -> None:
     other = Trainer(classifier, FinetuneTask(), trainer.cfg, total_steps=6, run_dir=tmp_path)
     with pytest.raises(ValueError, match="pretrain checkpoint"):
         other.fit(source())
+
+
+# ---- the pretrain stage: resume only on the data a run started with ------------------------------
+def _grow_dataset(root: Path, name: str) -> None:
+    """Add a copy of the first training video under a new name (a changed dataset)."""
+    labels = (root / "labels.csv").read_text(encoding="utf-8").splitlines()
+    header, first = labels[0], next(r for r in labels[1:] if r.endswith(",train"))
+    source = first.split(",", 1)[0]
+    (root / "videos" / f"{name}.mp4").write_bytes((root / source).read_bytes())
+    row = first.replace(source, f"videos/{name}.mp4")
+    (root / "labels.csv").write_text("\n".join([header, *labels[1:], row]) + "\n", "utf-8")
+
+
+@pytest.mark.slow
+def test_pretraining_resumes_on_the_same_data_and_starts_over_on_changed_data(
+    tmp_path: Path, ray_local: None
+) -> None:
+    from pipelines.runner import run_stages
+    from signmae_core.config import load_config
+    from signmae_core.synth import ensure_generated
+
+    data = tmp_path / "data"
+    cfg = load_config("ci_tiny", [
+        f"store.root={tmp_path / 'store'}", f"datasets.0.root={data}",
+        "masking.sampler=tube",  # no mask fields: the data stages are ingest and decode
+        "pretrain.max_steps=3", "pretrain.checkpoint_every=1",
+    ])
+    ensure_generated(data, cfg.synth)
+
+    def pretrain() -> tuple[dict, Path]:
+        record = run_stages(cfg, ["ingest", "decode", "pretrain"])[-1].record
+        folder = tmp_path / "store" / "_train" / "pretrain" / record.version
+        return record.model_dump(mode="json"), folder
+
+    first, folder = pretrain()
+    assert first["extra"]["resumed_from"] is None and first["counts"]["steps"] == 3
+    train_clips = first["counts"]["ok"]
+
+    # killed after step 2 (newest checkpoint step 2, no record): the same data resumes there
+    (folder / "_stage.json").unlink()
+    shutil.rmtree(folder / "checkpoints" / "step_00000003")
+    resumed, _ = pretrain()
+    assert resumed["extra"]["resumed_from"] == 2 and resumed["counts"]["steps"] == 3
+
+    # killed, then the dataset grew: same version, other inputs, no resume
+    (folder / "_stage.json").unlink()
+    _grow_dataset(data, "added_one")
+    grown, grown_folder = pretrain()
+    assert grown_folder == folder  # a version is known before the data is read
+    assert grown["inputs"] != first["inputs"]
+    assert grown["extra"]["resumed_from"] is None and grown["counts"]["ok"] == train_clips + 1
+    assert [r["step"] for r in read_metrics(folder / "metrics.jsonl")] == [1, 2, 3]
+
+    # finished, then the dataset grew again: the record's inputs differ, no resume
+    _grow_dataset(data, "added_two")
+    again, _ = pretrain()
+    assert again["extra"]["resumed_from"] is None and again["counts"]["ok"] == train_clips + 2
+    assert json.loads((folder / "inputs.json").read_text()) == again["inputs"]

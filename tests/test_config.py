@@ -63,9 +63,14 @@ def test_hash_is_stable_across_processes() -> None:
 
 
 def test_hash_ignores_key_order() -> None:
-    a = load_config(None, ["masks.dilation=1", "masks.cell=4"])
-    b = load_config(None, ["masks.cell=4", "masks.dilation=1"])
-    assert a.section_hash("masks") == b.section_hash("masks")
+    from signmae_core.config import config_hash
+
+    a = {"cell": 4, "dilation": 1, "nested": {"x": [1, {"p": 1, "q": 2}], "y": None}}
+    b = {"nested": {"y": None, "x": [1, {"q": 2, "p": 1}]}, "dilation": 1, "cell": 4}
+    assert list(a) != list(b)  # the raw dicts really are in another order
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash({**a, "cell": 5})
+    assert config_hash({"x": [1, 2]}) != config_hash({"x": [2, 1]})  # list order counts
 
 
 @pytest.mark.parametrize(
@@ -104,3 +109,38 @@ def test_override_into_default_list_without_a_config_file() -> None:
     cfg = load_config(None, ["datasets.0.root=/data/x"])
     assert cfg.datasets[0].root == "/data/x"
     assert cfg.datasets[0].name == "synthetic"
+
+
+def test_runtime_fields_are_marked_on_the_models_and_left_out_of_output_hashes() -> None:
+    from signmae_core.config import (
+        DatasetConfig,
+        DecodeConfig,
+        EvalConfig,
+        ExtractConfig,
+        IngestConfig,
+        MasksConfig,
+        SynthConfig,
+        TrainConfig,
+    )
+
+    expected = {
+        DatasetConfig: {"root"},
+        IngestConfig: {"max_in_flight"},
+        DecodeConfig: {"max_in_flight", "timeout_s"},
+        ExtractConfig: {"num_workers", "num_cpus_per_worker", "clip_timeout_s", "clips_per_part"},
+        MasksConfig: {"version"},
+        SynthConfig: {"workers"},
+        TrainConfig: {
+            "device", "num_workers", "cpus_per_worker", "loader_threads", "log_every",
+            "checkpoint_every", "keep_checkpoints", "recon_every", "recon_samples", "resume",
+            "compile",
+        },
+        EvalConfig: {"device", "loader_threads"},
+    }
+    for section, names in expected.items():
+        assert set(section.runtime_fields()) == names, section.__name__
+        dumped = section().output_dump()
+        assert set(dumped) == set(section.model_fields) - names, section.__name__
+    decode = DecodeConfig()
+    assert decode.model_copy(update={"timeout_s": 1.0}).output_hash() == decode.output_hash()
+    assert decode.model_copy(update={"size": 64}).output_hash() != decode.output_hash()

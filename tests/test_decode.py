@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from stages_helper import clip_rows, run_stage, stage_folder
 from video_files import frame_level, write_video
 
 from signmae_core import clips
@@ -191,21 +192,20 @@ def test_decode_reads_only_the_window(real_data: Path, monkeypatch: pytest.Monke
     video = real_data / "wlasl_samples" / "videos" / "63185.mp4"
     frames = list(read_window(video, 0, 49, out_fps=25, box=None, size=32))
     assert len(frames) == 49
-    assert len(decoded) <= 50
+    assert 49 <= len(decoded) <= 50  # every frame of the window, and at most one past it
 
 
 @pytest.mark.slow
 def test_wlasl_samples_decode(real_data: Path, tmp_path: Path, ray_local: None) -> None:
-    from pipelines import decode, ingest
 
     dataset = DatasetConfig(name="ws", adapter="wlasl", root=str(real_data / "wlasl_samples"))
     cfg = _cfg(tmp_path, dataset)
-    ingest.run(cfg, dataset)
-    record = decode.run(cfg, dataset)
+    run_stage(cfg, "ingest", dataset)
+    record = run_stage(cfg, "decode", dataset)
     counts = record.counts
     assert (counts["ok"], counts["failed"], counts["ingest_failed"]) == (4, 0, 2)
-    _, folder = decode.current(cfg, dataset)
-    results = {r["video_id"]: r for r in decode.load_clips(cfg, dataset).to_pylist()}
+    folder = stage_folder(cfg, "decode", dataset)
+    results = {r["video_id"]: r for r in clip_rows(cfg, dataset)}
     assert set(results) == {"63048", "63185", "68011", "68012"}
     meta = clips.read_clip_meta(f"{folder}/{results['63185']['clip']}")
     assert meta.window == (0, 49) and meta.num_frames == 49 and meta.source_fps == 25.0
@@ -213,14 +213,20 @@ def test_wlasl_samples_decode(real_data: Path, tmp_path: Path, ray_local: None) 
     assert results["68011"]["label"] == "book" and results["68011"]["split"] == "train"
     # 68011 is 29.97 fps: 47 source frames become round(47 * 25 / 29.97) = 39 clip frames
     assert results["68011"]["num_frames"] == 39
-    assert decode.run(cfg, dataset) == record  # up to date: returned at once
+    assert run_stage(cfg, "decode", dataset) == record  # up to date: returned at once
 
 
 @pytest.mark.slow
+def _break_in_place(path: Path) -> None:
+    """Overwrite a file with text of the same size and give it back its mtime (silent damage)."""
+    stat = path.stat()
+    path.write_bytes((b"replaced by text after ingest " * stat.st_size)[: stat.st_size])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_incremental_decode_and_a_video_that_breaks_after_ingest(
     tmp_path: Path, ray_local: None
 ) -> None:
-    from pipelines import decode, ingest
 
     root = tmp_path / "data"
     for name in ("a", "b", "c"):
@@ -229,25 +235,25 @@ def test_incremental_decode_and_a_video_that_breaks_after_ingest(
     labels.write_text("path,label\na.mp4,x\nb.mp4,y\nc.mp4,x\n", encoding="utf-8")
     dataset = DatasetConfig(name="inc", root=str(root))
     cfg = _cfg(tmp_path, dataset)
-    ingest.run(cfg, dataset)
-    first = decode.run(cfg, dataset)
+    run_stage(cfg, "ingest", dataset)
+    first = run_stage(cfg, "decode", dataset)
     assert (first.counts["decoded"], first.counts["ok"]) == (3, 3)
-    _, folder = decode.current(cfg, dataset)
+    folder = stage_folder(cfg, "decode", dataset)
     before = {p.name: p.stat().st_mtime_ns for p in Path(folder, "clips").iterdir()}
 
     write_video(root / "d.mp4", frames=20)
     labels.write_text("path,label\na.mp4,x\nb.mp4,y\nc.mp4,x\nd.mp4,z\n", encoding="utf-8")
-    ingest.run(cfg, dataset)
-    (root / "c.mp4").write_text("replaced by text after ingest")
-    second = decode.run(cfg, dataset)
+    run_stage(cfg, "ingest", dataset)
+    _break_in_place(root / "c.mp4")  # ingest cannot see it: same size, same mtime
+    second = run_stage(cfg, "decode", dataset)
     assert (second.counts["decoded"], second.counts["skipped"]) == (1, 3)
     assert (second.counts["ok"], second.counts["failed"]) == (4, 0)  # c's clip was already made
     after = {p.name: p.stat().st_mtime_ns for p in Path(folder, "clips").iterdir()}
     assert all(after[name] == stamp for name, stamp in before.items())
 
-    third = decode.run(cfg, dataset, force=True)
+    third = run_stage(cfg, "decode", dataset, force=True)
     assert (third.counts["ok"], third.counts["failed"]) == (3, 1)
-    results = {r["video_id"]: r for r in decode.load_clips(cfg, dataset).to_pylist()}
+    results = {r["video_id"]: r for r in clip_rows(cfg, dataset)}
     assert results["c"]["status"] == "failed" and "cannot open video" in results["c"]["error"]
     assert not Path(folder, "clips", "c.smclip").exists()  # no clip left for a failed video
 
@@ -255,11 +261,13 @@ def test_incremental_decode_and_a_video_that_breaks_after_ingest(
 _KILL_SCRIPT = """
 import sys
 from signmae_core.config import DatasetConfig, load_config
-from pipelines import decode
+from pipelines.dag import Plan
+from pipelines.execute import execute
 dataset = DatasetConfig(name="kill", root=sys.argv[1])
 cfg = load_config(None, [f"store.root={sys.argv[2]}", "decode.size=32", "decode.max_in_flight=1"],
                   datasets=[dataset.model_dump()])
-decode.run(cfg, dataset)
+plan = Plan.from_config(cfg)
+execute(plan, plan.key("decode", "kill"))
 """
 
 
@@ -267,7 +275,6 @@ decode.run(cfg, dataset)
 def test_killed_decode_resumes_without_redoing_clips(tmp_path: Path, ray_local: None) -> None:
     import ray
 
-    from pipelines import decode, ingest
 
     root = tmp_path / "data"
     names = [f"v{i:02d}" for i in range(30)]
@@ -278,7 +285,7 @@ def test_killed_decode_resumes_without_redoing_clips(tmp_path: Path, ray_local: 
     )
     dataset = DatasetConfig(name="kill", root=str(root))
     cfg = _cfg(tmp_path, dataset)
-    ingest.run(cfg, dataset)
+    run_stage(cfg, "ingest", dataset)
     script = tmp_path / "run_decode.py"
     script.write_text(_KILL_SCRIPT)
     env = {
@@ -316,7 +323,7 @@ def test_killed_decode_resumes_without_redoing_clips(tmp_path: Path, ray_local: 
         meta = clips.read_clip_meta(version_dir / "clips" / name)
         assert clips.read_clip(version_dir / "clips" / name).shape[0] == meta.num_frames
 
-    record = decode.run(cfg, dataset)
+    record = run_stage(cfg, "decode", dataset)
     assert record.counts["ok"] == len(names)
     assert record.counts["skipped"] >= len(done)  # more may have finished as the kill landed
     assert record.counts["skipped"] + record.counts["decoded"] == len(names)

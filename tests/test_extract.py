@@ -4,13 +4,16 @@ resumption after a kill."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,10 +37,11 @@ from signmae_core.extract.mediapipe_backend import (
 )
 from signmae_core.extract.oracle_backend import oracle_extract
 from signmae_core.extract.rasterize import normalized_to_grid, rasterize_hand
+from signmae_core.parts import LEFT_HAND, NUM_PARTS, RIGHT_HAND
 from signmae_core.synth import generate, read_ground_truth
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LEFT, RIGHT = encoding.LEFT_HAND, encoding.RIGHT_HAND
+LEFT, RIGHT = LEFT_HAND, RIGHT_HAND
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,7 +73,7 @@ def full_frame_meta(root: Path, video_id: str) -> ClipMeta:
 def test_part_map_encoding_round_trip() -> None:
     rng = np.random.default_rng(0)
     for shape in [(1, 1), (28, 28), (56, 40), (7, 113)]:
-        labels = rng.integers(0, encoding.NUM_LABELS, size=shape, dtype=np.uint8)
+        labels = rng.integers(0, NUM_PARTS, size=shape, dtype=np.uint8)
         data = encoding.encode_part_map(labels)
         assert isinstance(data, bytes)
         np.testing.assert_array_equal(encoding.decode_part_map(data, *shape), labels)
@@ -362,47 +366,72 @@ def stage_config(store: Path, dataset: DatasetConfig, *overrides: str):
     )
 
 
+def run(cfg: Any, *stages: str, force: bool = False) -> Any:
+    """Run stages through the plan and the envelope; returns the last stage's outcome."""
+    from pipelines.runner import run_stages
+
+    return run_stages(cfg, list(stages), force=force)[-1]
+
+
 def test_oracle_backend_needs_ground_truth(tmp_path: Path) -> None:
     from pipelines import extract
+    from pipelines.dag import Plan
+    from pipelines.execute import StageContext
 
     dataset = DatasetConfig(name="real", root=str(tmp_path))
-    cfg = stage_config(tmp_path / "store", dataset, "extract.backend=oracle")
+    plan = Plan(stage_config(tmp_path / "store", dataset, "extract.backend=oracle"))
+    context = StageContext(plan, plan.key("extract", "real"), writer=None, force=False,
+                           previous=None)
     with pytest.raises(InputError, match="ground truth"):
-        extract.run(cfg, dataset)
+        extract.compute(context)  # refused before it reads anything
 
 
 def decoded(synthetic: Path, store: Path, *overrides: str):
-    from pipelines import decode, ingest
-
     dataset = DatasetConfig(name="syn", root=str(synthetic))
     cfg = stage_config(store, dataset, *overrides)
-    ingest.run(cfg, dataset)
-    decode.run(cfg, dataset)
+    run(cfg, "ingest", "decode")
     return cfg, dataset
 
 
+def folder_of(cfg: Any, stage: str) -> str:
+    """The finished output folder of a stage of dataset `syn`, through a fresh plan."""
+    from pipelines.dag import Plan
+
+    return Plan(cfg).output(stage, "syn").folder
+
+
+@contextlib.contextmanager
+def moved_aside(path: Path) -> Iterator[None]:
+    """`path` is missing inside the block."""
+    aside = path.with_name(f"{path.name}.aside")
+    path.rename(aside)
+    try:
+        yield
+    finally:
+        aside.rename(path)
+
+
 @pytest.mark.slow
-def test_stage_writes_rows_skips_reruns_and_fails_a_corrupt_clip(
+def test_stage_writes_rows_skips_reruns_and_fails_a_clip_alone(
     synthetic: Path, tmp_path: Path, ray_local: None
 ) -> None:
     import duckdb
 
-    from pipelines import decode, extract, ingest
+    from signmae_core.synth.ground_truth import ground_truth_path
 
     cfg, dataset = decoded(synthetic, tmp_path / "store", "extract.backend=oracle",
                            "extract.clips_per_part=3")
-    _, decode_dir = decode.current(cfg, dataset)
-    clip_files = sorted(Path(decode_dir, "clips").glob("*.smclip"))
+    clip_files = sorted(Path(folder_of(cfg, "decode"), "clips").glob("*.smclip"))
     broken = clip_files[0]
-    broken.write_bytes(broken.read_bytes()[:200])  # damaged on disk after decoding
-
-    record = extract.run(cfg, dataset)
+    truth = ground_truth_path(synthetic, broken.stem.split("__")[-1])
+    with moved_aside(truth):  # the oracle cannot extract this clip
+        record = run(cfg, "extract").record
     assert (record.counts["ok"], record.counts["failed"], record.counts["extracted"]) == (3, 1, 4)
-    _, folder = extract.current(cfg, dataset)
+    folder = folder_of(cfg, "extract")
     table = schema.read_extraction(folder)
     failed = table.filter(pa.compute.equal(table.column("status"), "failed")).to_pylist()
     assert [r["video_id"] for r in failed] == [broken.stem]
-    assert "truncated" in failed[0]["error"]
+    assert "no ground truth" in failed[0]["error"]
     assert len(list(Path(folder, "parts").glob("part-*.parquet"))) == 2
     ok = next(schema.iter_clips(folder))
     assert ok.backend == "oracle" and ok.part_maps.shape == (12, 16, 16)  # 0.25 x 64 px
@@ -422,23 +451,48 @@ def test_stage_writes_rows_skips_reruns_and_fails_a_corrupt_clip(
     assert np.abs(small.astype(np.float32) - stored).mean() < 4  # same frames, same crop
 
     stamps = {p: p.stat().st_mtime_ns for p in Path(folder, "parts").iterdir()}
-    assert extract.run(cfg, dataset) == record  # up to date: nothing redone
+    again = run(cfg, "extract")
+    assert not again.ran and again.record == record  # up to date: nothing redone
     assert {p: p.stat().st_mtime_ns for p in Path(folder, "parts").iterdir()} == stamps
 
-    forced = extract.run(cfg, dataset, force=True)
+    with moved_aside(truth):
+        forced = run(cfg, "extract", force=True).record
     assert (forced.counts["extracted"], forced.counts["skipped"]) == (4, 0)
+    assert forced.counts["failed"] == 1
     assert schema.read_extraction(folder).num_rows == 4  # replaced, not duplicated
 
-    # The broken clip's video changes: decode remakes that clip, extraction redoes only it.
+    # The failed clip's video changes: decode remakes that clip, extraction redoes only it.
     video = synthetic / "videos" / f"{broken.stem.split('__')[-1]}.mp4"
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
-    ingest.run(cfg, dataset)
-    decode.run(cfg, dataset)
-    again = extract.run(cfg, dataset)
-    assert (again.counts["extracted"], again.counts["skipped"]) == (1, 3)
-    assert (again.counts["ok"], again.counts["failed"]) == (4, 0)
+    grown = run(cfg, "ingest", "decode", "extract").record
+    assert (grown.counts["extracted"], grown.counts["skipped"]) == (1, 3)
+    assert (grown.counts["ok"], grown.counts["failed"]) == (4, 0)
     ids = schema.read_extraction(folder).column("video_id").to_pylist()
     assert sorted(ids) == sorted({*ids}) and len(ids) == 4
+
+
+@pytest.mark.slow
+def test_source_videos_are_found_under_the_dataset_root_as_configured_now(
+    synthetic: Path, tmp_path: Path, ray_local: None
+) -> None:
+    """The manifest's absolute `uri` goes stale when the dataset moves; the jobs do not."""
+    import shutil
+
+    from pipelines import extract, outputs
+    from pipelines.dag import Plan
+
+    before, after = tmp_path / "before", tmp_path / "after"
+    shutil.copytree(synthetic, before, symlinks=True)
+    decoded(before, tmp_path / "store")
+    before.rename(after)
+    plan = Plan(stage_config(tmp_path / "store", DatasetConfig(name="syn", root=str(after))))
+    jobs = extract.clip_jobs(plan, "syn")
+    manifest = {r["video_id"]: r for r in outputs.manifest(plan, "syn").to_pylist()}
+    assert len(jobs) == len(manifest) == 4
+    for video_id, job in jobs.items():
+        assert manifest[video_id]["uri"].startswith(str(before))
+        assert job.source_path == str(after / manifest[video_id]["path"])
+        assert Path(job.source_path).is_file()
 
 
 def mean_distance(points: np.ndarray, truth: np.ndarray) -> float:
@@ -454,15 +508,13 @@ def test_mediapipe_stage_on_synthetic_clips(
 ) -> None:
     """Two MediaPipe workers extract the clips; against the rendered ground truth, the hand
     masks of detected frames reach a mean IoU of 0.5 and left and right are not swapped."""
-    from pipelines import decode, extract
     from signmae_core.clips import read_clip_meta
 
     cfg, dataset = decoded(synthetic, tmp_path / "store", "decode.size=224",
                            "extract.num_workers=2")
-    record = extract.run(cfg, dataset)
+    record = run(cfg, "extract").record
     assert (record.counts["ok"], record.counts["failed"]) == (4, 0)
-    _, decode_dir = decode.current(cfg, dataset)
-    _, folder = extract.current(cfg, dataset)
+    decode_dir, folder = folder_of(cfg, "decode"), folder_of(cfg, "extract")
     ious, correct, swapped = [], 0, 0
     for found in schema.iter_clips(folder):
         assert (found.backend, found.frames_from, found.part_maps.shape[1:]) == (
@@ -549,12 +601,12 @@ def test_a_crashing_or_hanging_clip_fails_alone(ray_local: None) -> None:
 _KILL_SCRIPT = """
 import sys
 from signmae_core.config import DatasetConfig, load_config
-from pipelines import extract
+from pipelines.runner import run_stages
 dataset = DatasetConfig(name="syn", root=sys.argv[1])
 cfg = load_config(None, [f"store.root={sys.argv[2]}", "decode.size=64", "extract.backend=oracle",
                          "extract.clips_per_part=1", "extract.num_workers=1"],
                   datasets=[dataset.model_dump()])
-extract.run(cfg, dataset)
+run_stages(cfg, ["extract"])
 """
 
 
@@ -563,8 +615,6 @@ def test_killed_extraction_resumes_without_redoing_parts(
     tmp_path: Path, ray_local: None
 ) -> None:
     import ray
-
-    from pipelines import extract
 
     root = tmp_path / "data"
     generate(root, SynthConfig(classes=4, signers=2, reps=1, frames=24, size=96, seed=1))
@@ -595,7 +645,7 @@ def test_killed_extraction_resumes_without_redoing_parts(
     for name in done:  # a part with its final name is complete
         assert schema.read_extraction(version_dir / "parts" / name).num_rows == 1
 
-    record = extract.run(cfg, dataset)
+    record = run(cfg, "extract").record
     assert record.counts["ok"] == 8
     assert record.counts["skipped"] >= len(done)
     assert record.counts["skipped"] + record.counts["extracted"] == 8

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from stages_helper import manifest, run_stage, stage_folder
 from video_files import write_video
 
 from signmae_core.config import DatasetConfig, load_config
@@ -227,15 +228,14 @@ def _cfg(tmp_path: Path, dataset: DatasetConfig):
 
 @pytest.mark.slow
 def test_wlasl_samples_end_to_end(real_data: Path, tmp_path: Path, ray_local: None) -> None:
-    from pipelines import ingest
 
     dataset = DatasetConfig(
         name="wlasl_samples", adapter="wlasl", root=str(real_data / "wlasl_samples")
     )
     cfg = _cfg(tmp_path, dataset)
-    record = ingest.run(cfg, dataset)
+    record = run_stage(cfg, "ingest", dataset)
     assert (record.counts["ok"], record.counts["failed"]) == (4, 2)
-    rows = {r["video_id"]: r for r in ingest.load_manifest(cfg, dataset).to_pylist()}
+    rows = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}
     data = json.loads((real_data / "wlasl_samples" / "WLASL_v0.3.json").read_text())
     for item in data:
         for inst in item["instances"]:
@@ -245,19 +245,18 @@ def test_wlasl_samples_end_to_end(real_data: Path, tmp_path: Path, ray_local: No
         assert rows[vid]["status"] == "failed" and "empty file" in rows[vid]["error"]
     assert (rows["63185"]["frame_start"], rows["63185"]["frame_end"]) == (0, 49)
     assert rows["63185"]["frame_count"] == 4232 and rows["63185"]["has_audio"]
-    folder = Path(ingest.current(cfg, dataset)[1]).parent
+    folder = Path(stage_folder(cfg, "ingest", dataset))
     classes = json.loads((folder / "classes.json").read_text(encoding="utf-8"))
     assert classes["classes"] == ["book", "wheelchair", "whistle"]
 
 
 @pytest.mark.slow
 def test_karsl_and_isl_labels_survive(real_data: Path, tmp_path: Path, ray_local: None) -> None:
-    from pipelines import ingest
 
     karsl = DatasetConfig(name="karsl70", root=str(real_data / "karsl70"))
     cfg = _cfg(tmp_path, karsl)
-    assert ingest.run(cfg, karsl).counts["ok"] == 140
-    rows = {r["path"]: r for r in ingest.load_manifest(cfg, karsl).to_pylist()}
+    assert run_stage(cfg, "ingest", karsl).counts["ok"] == 140
+    rows = {r["path"]: r for r in manifest(cfg, karsl).to_pylist()}
     with open(real_data / "karsl70" / "labels.csv", encoding="utf-8", newline="") as handle:
         source = list(csv.DictReader(handle))
     assert any(ord(ch) > 0x600 for r in source for ch in r["label_ar"])  # Arabic script is there
@@ -273,10 +272,10 @@ def test_karsl_and_isl_labels_survive(real_data: Path, tmp_path: Path, ray_local
 
     isl = DatasetConfig(name="isl151", root=str(real_data / "isl151"))
     cfg = _cfg(tmp_path, isl)
-    record = ingest.run(cfg, isl)
+    record = run_stage(cfg, "ingest", isl)
     assert record.counts["ok"] == 151 and record.counts["unlabeled"] == 151
     assert record.extra["classes"] == 0
-    rows = ingest.load_manifest(cfg, isl).to_pylist()
+    rows = manifest(cfg, isl).to_pylist()
     assert all(r["split"] == "unlabeled" and r["label_id"] is None and r["label"] for r in rows)
 
 
@@ -284,23 +283,21 @@ def test_karsl_and_isl_labels_survive(real_data: Path, tmp_path: Path, ray_local
 def test_wlasl200_windows_and_odd_metadata(
     real_data: Path, tmp_path: Path, ray_local: None
 ) -> None:
-    from pipelines import ingest
 
     dataset = DatasetConfig(
         name="wlasl200", root=str(real_data / "wlasl200"), columns={"label": "gloss"}, frame_base=1
     )
     cfg = _cfg(tmp_path, dataset)
-    record = ingest.run(cfg, dataset)
+    record = run_stage(cfg, "ingest", dataset)
     assert (record.counts["ok"], record.counts["failed"]) == (199, 0)
     assert record.counts["window_clamped"] == 43  # windows set on longer original downloads
-    rows = {r["video_id"]: r for r in ingest.load_manifest(cfg, dataset).to_pylist()}
+    rows = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}
     assert rows["01586"]["status"] == "ok"  # its metadata is not UTF-8
 
 
 # ---- idempotence, incremental runs, stable class map -------------------------------------------
 @pytest.mark.slow
 def test_rerun_skips_and_incremental_ingest(tmp_path: Path, ray_local: None) -> None:
-    from pipelines import ingest
 
     root = tmp_path / "data"
     for name in ("b1", "c1"):
@@ -309,20 +306,20 @@ def test_rerun_skips_and_incremental_ingest(tmp_path: Path, ray_local: None) -> 
     labels.write_text("path,label\nb1.mp4,b\nc1.mp4,c\n", encoding="utf-8")
     dataset = DatasetConfig(name="inc", root=str(root))
     cfg = _cfg(tmp_path, dataset)
-    first = ingest.run(cfg, dataset)
+    first = run_stage(cfg, "ingest", dataset)
     assert first.counts["probed"] == 2
-    again = ingest.run(cfg, dataset)
+    again = run_stage(cfg, "ingest", dataset)
     assert again == first  # the record itself: nothing ran
 
     write_video(root / "a1.mp4")
     labels.write_text("path,label\nb1.mp4,b\nc1.mp4,c\na1.mp4,a\n", encoding="utf-8")
-    third = ingest.run(cfg, dataset)
+    third = run_stage(cfg, "ingest", dataset)
     assert (third.counts["probed"], third.counts["skipped"], third.counts["ok"]) == (1, 2, 3)
-    rows = {r["video_id"]: r for r in ingest.load_manifest(cfg, dataset).to_pylist()}
+    rows = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}
     assert (rows["b1"]["label_id"], rows["c1"]["label_id"], rows["a1"]["label_id"]) == (0, 1, 2)
     assert third.fingerprint() != first.fingerprint()
 
     os.utime(root / "c1.mp4", ns=(1, 1))  # a changed file is probed again
-    fourth = ingest.run(cfg, dataset)
+    fourth = run_stage(cfg, "ingest", dataset)
     assert fourth.counts["probed"] == 1
-    assert ingest.run(cfg, dataset, force=True).counts["probed"] == 3
+    assert run_stage(cfg, "ingest", dataset, force=True).counts["probed"] == 3

@@ -1,22 +1,40 @@
-"""The masks stage: versions side by side, reruns skip, killed runs resume, single-stage recompute
-leaves decode and extraction untouched and marks what depends on the old version stale."""
+"""The masks stage on the plan: fields per clip, reruns skip, a killed run resumes, a damaged field
+file is redone alone, a grown extraction updates the version in place, new settings make a new
+version beside the old one, and single-stage recompute leaves decode and extraction untouched."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import masks as mask_stage
+from pipelines import outputs
+from pipelines.dag import DAMAGED, DONE, STALE, Plan, Stage, StageKey
+from pipelines.execute import execute
 from signmae_core.config import PipelineConfig, load_config
+from signmae_core.errors import InputError
 from signmae_core.extract.schema import empty_extraction, failed_row, ok_row, write_part
 from signmae_core.masking import FIELD_NAMES, FieldParams, compute_fields
-from signmae_core.store import ArtifactStore
+from signmae_core.masking.storage import METADATA_KEY
 
 CLIP = 64  # stored clip size in pixels
 SEG = 32  # part map size
+
+# A two-stage DAG: a hand-made extraction output (never computed here) and the real masks stage.
+STAGES = [
+    Stage("extract", (), 1, ("extract",), True, "tests.test_mask_stage:never_run", "hand-made"),
+    Stage("masks", ("extract",), 1, ("masks",), True, "pipelines.masks:compute", "fields"),
+]
+
+
+def never_run(ctx: Any) -> None:
+    raise AssertionError("the hand-made extraction output is never recomputed")
 
 
 def handmade_clip(video_id: str, shift: int):
@@ -36,197 +54,294 @@ def handmade_clip(video_id: str, shift: int):
     return clip
 
 
+def expected_fields(clip: Any, cfg: PipelineConfig) -> np.ndarray:
+    """The fields of one hand-made clip, computed directly (not through the stage)."""
+    points = clip.hands[..., :2].astype(np.float64) * CLIP
+    return compute_fields(
+        clip.part_maps, points[:, 0], points[:, 1], (CLIP, CLIP), FieldParams.from_config(cfg.masks)
+    )
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def setup(tmp_path, monkeypatch):
-    """A store with a hand-made 'extract' output (two part files, a failed clip, a clip whose
-    part map bytes are damaged) that the masks stage reads in place of `extract.current`."""
-    cfg = load_config(None, [f"store.root={tmp_path / 'store'}", "decode.size=64"])
-    dataset = cfg.dataset()
-    store = ArtifactStore(cfg.store.root)
-    with store.open_stage(dataset.name, "extract", "ex1", config_hash="h", code_version=1) as w:
-        with w.output("parts/part-0.parquet", checksum=True) as tmp:
-            write_part(tmp, [ok_row(handmade_clip("a", 2)), ok_row(handmade_clip("b", 6))])
-        damaged = ok_row(handmade_clip("e", 1))
-        damaged["part_maps"][3] = b"not zlib"
-        with w.output("parts/part-1.parquet", checksum=True) as tmp:
-            write_part(
-                tmp,
-                [
-                    ok_row(handmade_clip("c", 0)),
-                    failed_row("d", "unreadable clip", "oracle"),
-                    damaged,
-                ],
-            )
-        record = w.commit()
-    folder = store.stage_dir(dataset.name, "extract", "ex1")
-    monkeypatch.setattr(mask_stage, "_extraction", lambda cfg, dataset, store: (record, folder))
-    return cfg, dataset, store, Path(folder)
-
-
-def with_overrides(cfg: PipelineConfig, *overrides: str) -> PipelineConfig:
-    return load_config(None, [f"store.root={cfg.store.root}", "decode.size=64", *overrides])
-
-
-def test_fields_are_computed_per_clip_and_failures_recorded(setup, ray_local) -> None:
-    cfg, dataset, store, _ = setup
-    record = mask_stage.run(cfg, dataset)
-    assert record.counts["ok"] == 3 and record.counts["failed"] == 2
-    assert record.extra["field_names"] == list(FIELD_NAMES)
-    reader = mask_stage.open_fields(cfg, dataset, store)
-    assert reader.video_ids == ["a", "b", "c"]
-    assert reader.failed["d"].startswith("extraction failed: unreadable clip")
-    assert reader.failed["e"].startswith("unreadable extraction: part map bytes")
-    clip = handmade_clip("b", 6)
-    points = clip.hands[..., :2].astype(np.float64) * CLIP
-    expected = compute_fields(
-        clip.part_maps, points[:, 0], points[:, 1], (CLIP, CLIP), FieldParams.from_config(cfg.masks)
-    )
-    assert np.array_equal(reader.get("b"), expected)
-    assert reader.get("b").shape == (len(FIELD_NAMES), 8, 8, 8)
-    index = mask_stage.read_index(store, dataset.name)
-    assert index["current"] == record.version and not index["versions"][record.version]["stale"]
-
-
-def test_rerun_skips_and_killed_run_resumes(setup, ray_local) -> None:
-    cfg, dataset, store, _ = setup
-    first = mask_stage.run(cfg, dataset)
-    folder = Path(store.stage_dir(dataset.name, "masks", first.version))
-    kept = folder / "fields" / "part-0.parquet"
-    mtime = kept.stat().st_mtime_ns
-    assert mask_stage.run(cfg, dataset).finished_at == first.finished_at  # nothing recomputed
-    # a run killed after one file: no record, one output missing, a temporary left behind
-    (folder / "_stage.json").unlink()
-    (folder / "fields" / "part-1.parquet").unlink()
-    (folder / "fields" / ".tmp-1234-part-1.parquet").write_bytes(b"partial")
-    resumed = mask_stage.run(cfg, dataset)
-    assert resumed.counts["resumed_files"] == 1
-    assert resumed.counts["ok"] == 3 and resumed.counts["failed"] == 2
-    assert kept.stat().st_mtime_ns == mtime
-    assert not list((folder / "fields").glob(".tmp-*"))
-    assert len(mask_stage.open_fields(cfg, dataset, store)) == 3
-
-
-def test_recompute_makes_a_new_version_and_marks_the_old_stale(setup, ray_local) -> None:
-    cfg, dataset, store, extract_dir = setup
-    old = mask_stage.run(cfg, dataset)
-    # something built from the old version: a downstream record naming its fingerprint
-    with store.open_stage(
-        dataset.name,
-        "shard",
-        "s1",
-        config_hash="x",
-        code_version=1,
-        inputs={"masks": old.fingerprint()},
-    ) as w:
-        w.commit()
-    before = {p: (p.stat().st_mtime_ns, sha(p)) for p in extract_dir.rglob("*") if p.is_file()}
-
-    changed = with_overrides(cfg, "masks.dilation=2")
-    new = mask_stage.run(changed, dataset)
-    assert new.version != old.version
-    assert store.versions(dataset.name, "masks") == sorted([old.version, new.version])
-    after = {p: (p.stat().st_mtime_ns, sha(p)) for p in extract_dir.rglob("*") if p.is_file()}
-    assert after == before  # extraction outputs were only read
-    index = mask_stage.read_index(store, dataset.name)
-    assert index["current"] == new.version
-    assert index["versions"][old.version]["stale"]
-    assert index["versions"][old.version]["superseded_by"] == new.version
-    assert index["stale_dependents"] == ["shard/s1"]
-    assert mask_stage.is_stale(store, dataset.name, old.version)
-    # the old version is still readable, pinned by masks.version
-    pinned = with_overrides(cfg, f"masks.version={old.version}")
-    assert mask_stage.current(pinned, dataset, store)[0].version == old.version
-    wider = mask_stage.open_fields(changed, dataset, store).get("a")[:4].sum()
-    plain = mask_stage.open_fields(pinned, dataset, store).get("a")[:4].sum()
-    assert wider > plain
-    # going back to the old config re-selects the old version without computing anything
-    again = mask_stage.run(cfg, dataset)
-    assert again.finished_at == old.finished_at
-    index = mask_stage.read_index(store, dataset.name)
-    assert index["current"] == old.version and index["versions"][new.version]["stale"]
-    assert not index["versions"][old.version]["stale"]
-
-
-def test_the_version_follows_field_settings_extraction_and_geometry_only(setup) -> None:
-    cfg, _, _, _ = setup
-    record = mask_stage._extraction(cfg, None, None)[0]
-    version = mask_stage.mask_version(cfg, record)
-    same = [
-        "masking.hand_weight=5",
-        "masking.sampler=tube",
-        "masking.strength=0",
-        "model.patch_size=8",
-        "masks.version=abc",
-    ]
-    for override in same:  # applied on the fly, or only a choice of what to read
-        assert mask_stage.mask_version(with_overrides(cfg, override), record) == version
-    for override in [
-        "masks.cell=4",
-        "masks.dilation=1",
-        "masks.blur=0.5",
-        "masks.motion_scale=0.5",
-        "decode.fps=30",
-    ]:
-        assert mask_stage.mask_version(with_overrides(cfg, override), record) != version
-    other = record.model_copy(update={"inputs": {"decode": "another"}})
-    assert mask_stage.mask_version(cfg, other) != version
-
-
-def test_an_unknown_pinned_version_is_a_clear_error(setup) -> None:
-    cfg, dataset, store, _ = setup
-    from signmae_core.errors import InputError
-
-    with pytest.raises(InputError, match="run `signmae run masks"):
-        mask_stage.current(with_overrides(cfg, "masks.version=nope"), dataset, store)
-
-
-# ---- end to end on the synthetic signer, through the real stages ---------------------------------
 def snapshot(folder: Path) -> dict[Path, tuple[int, str]]:
     """Every file under a folder with its modification time and checksum."""
     return {p: (p.stat().st_mtime_ns, sha(p)) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def config(store: Path, *overrides: str) -> PipelineConfig:
+    return load_config(None, [f"store.root={store}", "decode.size=64", *overrides])
+
+
+def write_extraction(plan: Plan, parts: dict[str, list[dict[str, Any]] | None]) -> Path:
+    """(Re)write the hand-made extraction output: `parts` maps a part name to its rows (written
+    anew), or to None (kept as it is); part files not named are deleted. Returns its folder."""
+    key = plan.key("extract")
+    folder = Path(plan.folder(key))
+    for old in folder.glob("parts/*.parquet"):
+        if old.name not in parts:
+            old.unlink()
+    with plan.store.open_stage(key.dataset, "extract", plan.version(key),
+                               config_hash=plan.config_hash(key), code_version=1) as writer:
+        for name, rows in parts.items():
+            if rows is None:
+                writer.add_existing(f"parts/{name}", checksum=True)
+                continue
+            with writer.output(f"parts/{name}", checksum=True) as tmp:
+                write_part(tmp, rows)
+        writer.commit()
+    return folder
+
+
+def first_parts() -> dict[str, list[dict[str, Any]]]:
+    """Two part files: clips a and b; then c, a failed clip d and a clip e whose part map bytes
+    are damaged."""
+    damaged = ok_row(handmade_clip("e", 1))
+    damaged["part_maps"][3] = b"not zlib"
+    return {
+        "part-0.parquet": [ok_row(handmade_clip("a", 2)), ok_row(handmade_clip("b", 6))],
+        "part-1.parquet": [
+            ok_row(handmade_clip("c", 0)), failed_row("d", "unreadable clip", "oracle"), damaged,
+        ],
+    }
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[PipelineConfig, StageKey, Path]:
+    """A store holding the hand-made extraction output; the config, the masks key and the
+    extraction folder."""
+    cfg = config(tmp_path / "store")
+    plan = Plan(cfg, STAGES)
+    folder = write_extraction(plan, first_parts())
+    return cfg, plan.key("masks"), folder
+
+
+def fresh(cfg: PipelineConfig) -> Plan:
+    """A new plan (what a new command makes): nothing memoized."""
+    return Plan(cfg, STAGES)
+
+
+def fields_folder(cfg: PipelineConfig, key: StageKey) -> Path:
+    return Path(fresh(cfg).folder(key)) / "fields"
+
+
+def test_fields_are_computed_per_clip_and_failures_recorded(setup, ray_local) -> None:
+    cfg, key, extraction = setup
+    outcome = execute(fresh(cfg), key)
+    record = outcome.record
+    assert outcome.ran
+    assert record.counts["ok"] == 3 and record.counts["failed"] == 2
+    assert record.extra["field_names"] == list(FIELD_NAMES)
+    plan = fresh(cfg)
+    assert plan.state(key).kind == DONE
+    reader = outputs.field_reader(plan, key.dataset)
+    assert reader.video_ids == ["a", "b", "c"]
+    assert reader.failed["d"].startswith("extraction failed: unreadable clip")
+    assert reader.failed["e"].startswith("unreadable extraction: part map bytes")
+    assert np.array_equal(reader.get("b"), expected_fields(handmade_clip("b", 6), cfg))
+    assert reader.get("b").shape == (len(FIELD_NAMES), 8, 8, 8)
+    # each field file names the version; the record, the part file each was made from
+    folder = fields_folder(cfg, key)
+    meta = json.loads(pq.read_schema(folder / "part-0.parquet").metadata[METADATA_KEY])
+    assert meta["version"] == plan.version(key) == record.version
+    assert record.extra["sources"] == {
+        f"fields/{name}": sha(extraction / "parts" / name) for name in first_parts()
+    }
+    assert not (folder.parent / mask_stage.JOURNAL_NAME).exists()
+    assert not (folder.parent.parent / "_versions.json").exists()  # no staleness index
+
+
+def interrupted_after_first_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next masks run die (as if killed) right after its first field file."""
+    real = mask_stage.map_bounded
+
+    def one_then_killed(func, jobs, **kwargs):
+        yield next(real(func, jobs, **{**kwargs, "max_in_flight": 1}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mask_stage, "map_bounded", one_then_killed)
+
+
+def test_rerun_skips_and_killed_run_resumes(setup, ray_local, monkeypatch) -> None:
+    cfg, key, _ = setup
+    interrupted_after_first_file(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        execute(fresh(cfg), key)
+    monkeypatch.undo()
+    folder = fields_folder(cfg, key)
+    done = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
+    assert len(done) == 1 and not (folder.parent / "_stage.json").exists()
+    (folder / ".tmp-1234-part-9.parquet").write_bytes(b"partial")  # a kill mid-write leaves this
+
+    resumed = execute(fresh(cfg), key).record
+    assert (resumed.counts["reused_files"], resumed.counts["computed_files"]) == (1, 1)
+    assert resumed.counts["ok"] == 3 and resumed.counts["failed"] == 2
+    assert {n: (folder / n).stat().st_mtime_ns for n in done} == done  # kept, not redone
+    assert not list(folder.glob(".tmp-*"))
+    assert len(outputs.field_reader(fresh(cfg), key.dataset)) == 3
+
+    again = execute(fresh(cfg), key)
+    assert not again.ran and again.record.finished_at == resumed.finished_at
+
+
+def test_a_damaged_field_file_is_found_and_redone_alone(setup, ray_local) -> None:
+    cfg, key, _ = setup
+    execute(fresh(cfg), key)
+    folder = fields_folder(cfg, key)
+    reader = outputs.field_reader(fresh(cfg), key.dataset)
+    before = {v: reader.get(v) for v in reader.video_ids}
+    other = folder / "part-0.parquet"
+    stamp = (other.stat().st_mtime_ns, sha(other))
+    damaged = folder / "part-1.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+
+    state = fresh(cfg).state(key)
+    assert state.kind == DAMAGED and state.damaged == ["fields/part-1.parquet"]
+    with pytest.raises(InputError, match="damaged.*signmae run masks"):
+        outputs.field_reader(fresh(cfg), key.dataset)
+
+    repaired = execute(fresh(cfg), key)
+    assert repaired.ran
+    assert (repaired.record.counts["reused_files"], repaired.record.counts["computed_files"]) == (
+        1, 1)
+    assert fresh(cfg).state(key).kind == DONE
+    assert (other.stat().st_mtime_ns, sha(other)) == stamp
+    reader = outputs.field_reader(fresh(cfg), key.dataset)
+    assert reader.video_ids == sorted(before)
+    for video_id, fields in before.items():
+        assert np.array_equal(reader.get(video_id), fields)
+
+
+def test_a_grown_extraction_updates_the_version_in_place(setup, ray_local) -> None:
+    cfg, key, _ = setup
+    first = execute(fresh(cfg), key).record
+    folder = fields_folder(cfg, key)
+    kept = folder / "part-0.parquet"
+    stamp = (kept.stat().st_mtime_ns, sha(kept))
+    # extraction redoes part-1 (c moved, d and e gone) and adds part-2 (a new clip f)
+    plan = fresh(cfg)
+    write_extraction(plan, {
+        "part-0.parquet": None,
+        "part-1.parquet": [ok_row(handmade_clip("c", 4))],
+        "part-2.parquet": [ok_row(handmade_clip("f", 3))],
+    })
+    plan = fresh(cfg)
+    assert plan.version(key) == first.version
+    assert plan.state(key).kind == STALE and "input changed" in plan.state(key).why
+
+    grown = execute(plan, key).record
+    assert grown.version == first.version
+    assert (grown.counts["reused_files"], grown.counts["computed_files"]) == (1, 2)
+    assert (grown.counts["ok"], grown.counts["failed"]) == (4, 0)
+    assert (kept.stat().st_mtime_ns, sha(kept)) == stamp
+    reader = outputs.field_reader(fresh(cfg), key.dataset)
+    assert reader.video_ids == ["a", "b", "c", "f"] and not reader.failed
+    assert np.array_equal(reader.get("c"), expected_fields(handmade_clip("c", 4), cfg))
+
+    # the extraction loses part-2: its field file goes too
+    write_extraction(fresh(cfg), {"part-0.parquet": None, "part-1.parquet": None})
+    shrunk = execute(fresh(cfg), key).record
+    assert (shrunk.counts["reused_files"], shrunk.counts["computed_files"]) == (2, 0)
+    assert sorted(p.name for p in folder.glob("*.parquet")) == ["part-0.parquet",
+                                                                "part-1.parquet"]
+    assert outputs.field_reader(fresh(cfg), key.dataset).video_ids == ["a", "b", "c"]
+
+
+def test_new_settings_make_a_new_version_beside_the_old(setup, ray_local) -> None:
+    cfg, key, extraction = setup
+    old = execute(fresh(cfg), key).record
+    before = snapshot(extraction)
+    changed = config(Path(cfg.store.root), "masks.dilation=2")
+    new = execute(fresh(changed), key).record
+    assert new.version != old.version
+    assert fresh(cfg).store.versions(key.dataset, "masks") == sorted([old.version, new.version])
+    assert snapshot(extraction) == before  # extraction outputs were only read
+    pinned = config(Path(cfg.store.root), "masks.dilation=2", f"masks.version={old.version}")
+    wider = outputs.field_reader(fresh(changed), key.dataset).get("a")[:4].sum()
+    plain = outputs.field_reader(fresh(pinned), key.dataset).get("a")[:4].sum()
+    assert wider > plain
+    again = execute(fresh(cfg), key)  # back to the old settings: nothing computed
+    assert not again.ran and again.record.finished_at == old.finished_at
+
+
+def test_a_pinned_version_is_read_never_computed(setup) -> None:
+    cfg, key, _ = setup
+    pinned = config(Path(cfg.store.root), "masks.version=nope")
+    with pytest.raises(InputError, match="run `signmae run masks"):
+        outputs.field_reader(fresh(pinned), key.dataset)
+    with pytest.raises(InputError, match="pinned masks.version nope not found"):
+        execute(fresh(pinned), key, force=True)
+    done = execute(fresh(cfg), key).record  # pinned to a version that exists: read, not redone
+    pinned = config(Path(cfg.store.root), f"masks.version={done.version}", "masks.dilation=3")
+    again = execute(fresh(pinned), key, force=True)
+    assert not again.ran and again.record.finished_at == done.finished_at
+
+
+def test_the_version_follows_field_settings_and_upstream_only(tmp_path) -> None:
+    def version(*overrides: str) -> str:
+        plan = Plan(config(tmp_path, *overrides))
+        return plan.version(plan.key("masks"))
+
+    base = version()
+    for same in ("masking.hand_weight=5", "masking.sampler=tube", "masking.strength=0",
+                 "model.patch_size=8", "extract.num_workers=3", "ray.num_cpus=1"):
+        assert version(same) == base, same  # applied on the fly, or how the stages run
+    for other in ("masks.cell=4", "masks.dilation=1", "masks.blur=0.5", "masks.motion_scale=0.5",
+                  "decode.fps=30", "extract.seg_scale=0.5"):
+        assert version(other) != base, other
+
+
+# ---- end to end on the synthetic signer, through the real stages ---------------------------------
 @pytest.mark.slow
-def test_single_stage_recompute_leaves_decode_and_extraction_untouched(
+def test_single_stage_recompute_and_repairs_through_the_cli(
     tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipelines.cli import main
     from signmae_core.synth import ensure_generated
 
     monkeypatch.chdir(tmp_path)
-    paths = [f"store.root={tmp_path / 'store'}", f"datasets.0.root={tmp_path / 'synthetic'}"]
-    base = ["--config", "ci_tiny"]
-    for override in ["extract.backend=oracle", *paths]:
-        base += ["--set", override]
-    cfg = load_config("ci_tiny", ["extract.backend=oracle", *paths])
-    dataset = cfg.dataset()
-    ensure_generated(Path(dataset.root), cfg.synth)
+    overrides = ["store.root=store", "datasets.0.root=synthetic", "extract.backend=oracle",
+                 "extract.clips_per_part=2"]
+    base = ["--config", "ci_tiny"] + [arg for o in overrides for arg in ("--set", o)]
+    cfg = load_config("ci_tiny", overrides)
+    ensure_generated(tmp_path / "synthetic", cfg.synth)
     assert main(["run", "ingest", "decode", "extract", "masks", *base]) == 0
-    store = ArtifactStore(cfg.store.root)
-    old = mask_stage.current(cfg, dataset, store)[0]
-    assert old.counts["ok"] == cfg.synth.classes * cfg.synth.signers * cfg.synth.reps
-    upstream = Path(store.stage_dir(dataset.name, ""))
+    plan = Plan(cfg)
+    dataset = plan.cfg.dataset().name
+    old = plan.output("masks", dataset).record
+    clips = cfg.synth.classes * cfg.synth.signers * cfg.synth.reps
+    assert old.counts["ok"] == clips
+    upstream = tmp_path / "store" / dataset
     before = {s: snapshot(upstream / s) for s in ("ingest", "decode", "extract")}
-    assert all(before.values())
 
     assert main(["run", "masks", *base, "--set", "masks.dilation=2"]) == 0
-
     assert {s: snapshot(upstream / s) for s in before} == before
-    changed = load_config("ci_tiny", ["extract.backend=oracle", "masks.dilation=2", *paths])
-    new = mask_stage.current(changed, dataset, store)[0]
-    assert new.version != old.version
-    assert store.versions(dataset.name, "masks") == sorted([old.version, new.version])
-    index = mask_stage.read_index(store, dataset.name)
-    assert index["current"] == new.version and index["versions"][old.version]["stale"]
+    changed = Plan(load_config("ci_tiny", [*overrides, "masks.dilation=2"]))
+    assert changed.output("masks", dataset).record.version != old.version
 
-    from pipelines import decode
+    # a truncated extraction part: found by the plan, its clips redone alone, then its fields
+    extract_key = plan.key("extract", dataset)
+    parts = sorted((Path(plan.folder(extract_key)) / "parts").glob("*.parquet"))
+    assert len(parts) == 3
+    lost = pq.read_table(parts[0]).num_rows
+    stamps = {p: p.stat().st_mtime_ns for p in parts[1:]}
+    parts[0].write_bytes(parts[0].read_bytes()[:200])
+    assert Plan(cfg).state(extract_key).kind == DAMAGED
+    assert main(["run", "extract", *base]) == 0
+    assert Plan(cfg).state(extract_key).kind == DONE
+    assert {p: p.stat().st_mtime_ns for p in parts[1:]} == stamps
+    record = Plan(cfg).output("extract", dataset).record
+    assert (record.counts["extracted"], record.counts["skipped"]) == (lost, clips - lost)
+    assert Plan(cfg).state(plan.key("masks", dataset)).kind == STALE
+    assert main(["run", "masks", *base]) == 0
+    masks = Plan(cfg).output("masks", dataset).record
+    assert masks.version == old.version and masks.counts["ok"] == clips
+    assert (masks.counts["reused_files"], masks.counts["computed_files"]) == (2, 1)
 
-    video_id = decode.load_clips(cfg, dataset, store).column("video_id")[0].as_py()
+    # the mask figure, the clip named by its file's stem
+    video_id = outputs.clip_rows(Plan(cfg), dataset)[0]["video_id"]
     sheet = tmp_path / "sheet.png"
-    assert main(["inspect", video_id, "--masks", "--out", str(sheet), *base]) == 0
-    figure = tmp_path / "sheet_masks.png"
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["inspect", video_id.split("__")[-1], "--masks", "--out", str(sheet), *base]) == 0
+    assert (tmp_path / "sheet_masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,10 +19,6 @@ from signmae_core.masking import (
     token_maps,
 )
 from signmae_core.masking.fields import (
-    BODY,
-    FACE,
-    LEFT_HAND,
-    RIGHT_HAND,
     blur_fields,
     cell_grid,
     compute_fields_batch,
@@ -32,6 +28,7 @@ from signmae_core.masking.fields import (
 )
 from signmae_core.masking.resample import area_resample, overlap_matrix
 from signmae_core.masking.storage import FieldReader, FieldRow, write_field_file
+from signmae_core.parts import BODY, FACE, LEFT_HAND, RIGHT_HAND
 
 F = {name: i for i, name in enumerate(FIELD_NAMES)}
 

@@ -12,20 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from signmae_core.config.runtime import StoreConfig
-from signmae_core.errors import InputError
 from signmae_core.store import RECORD_NAME, ArtifactStore, StageRecord, StoreError
 
 CODE_VERSION = 1
 
 
 def toy_stage(store: ArtifactStore, items: list[str], config_hash: str, force: bool = False):
-    """A minimal incremental stage written the way every real stage is written."""
+    """A minimal incremental stage: what the execute envelope does around a compute function."""
     inputs = {"items": ",".join(items)}
-    if not force:
-        done = store.is_up_to_date("ds", "toy", "v1", config_hash, CODE_VERSION, inputs)
-        if done is not None:
-            return done, 0
+    done = store.read_record("ds", "toy", "v1")
+    if not force and done is not None and done.matches(config_hash, CODE_VERSION, inputs):
+        return done, 0
     computed = 0
     with store.open_stage(
         "ds", "toy", "v1", config_hash=config_hash, code_version=CODE_VERSION, inputs=inputs
@@ -59,19 +56,6 @@ def test_record_is_written_last_and_describes_the_outputs(tmp_path: Path) -> Non
     assert store.datasets() == ["ds"]
 
 
-def test_require_record_names_what_is_missing_and_the_command_that_makes_it(
-    tmp_path: Path,
-) -> None:
-    store = ArtifactStore.from_config(StoreConfig(root=str(tmp_path)))
-    what, command = "toy output for dataset ds", "signmae run toy --dataset ds"
-    with pytest.raises(InputError, match=r"no toy output .*versions: none.*`signmae run toy"):
-        store.require_record("ds", "toy", "v1", what=what, command=command)
-    record, _ = toy_stage(store, ["a"], "h1")
-    assert store.require_record("ds", "toy", "v1", what=what, command=command) == record
-    with pytest.raises(InputError, match=r"version v2; completed versions: v1"):
-        store.require_record("ds", "toy", "v2", what=what, command=command)
-
-
 def test_rerun_skips_force_recomputes_and_changes_invalidate(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path))
     first, _ = toy_stage(store, ["a", "b"], "h1")
@@ -82,10 +66,10 @@ def test_rerun_skips_force_recomputes_and_changes_invalidate(tmp_path: Path) -> 
     # new input: the record no longer matches; only the new item is computed
     grown, computed = toy_stage(store, ["a", "b", "c"], "h1")
     assert computed == 1 and grown.counts == {"ok": 1, "skipped": 2}
-    # another config hash is not up to date either
-    assert store.is_up_to_date("ds", "toy", "v1", "h2", CODE_VERSION, {"items": "a,b,c"}) is None
-    newer_code = CODE_VERSION + 1
-    assert store.is_up_to_date("ds", "toy", "v1", "h1", newer_code, {"items": "a,b,c"}) is None
+    # another config hash or code version does not match either
+    assert not grown.matches("h2", CODE_VERSION, {"items": "a,b,c"})
+    assert not grown.matches("h1", CODE_VERSION + 1, {"items": "a,b,c"})
+    assert grown.matches("h1", CODE_VERSION, {"items": "a,b,c"})
 
 
 def test_fingerprint_changes_with_outputs() -> None:
@@ -96,8 +80,11 @@ def test_fingerprint_changes_with_outputs() -> None:
     a = StageRecord(**base, outputs=[{"path": "x", "bytes": 1}])
     b = StageRecord(**base, outputs=[{"path": "x", "bytes": 2}])
     c = StageRecord(**{**base, "finished_at": "t2"}, outputs=[{"path": "x", "bytes": 1}])
-    assert a.fingerprint() != b.fingerprint()
+    d = StageRecord(**{**base, "inputs": {"up": "other"}}, outputs=[{"path": "x", "bytes": 1}])
+    e = StageRecord(**base, outputs=[{"path": "x", "bytes": 1, "sha256": "ab"}])
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint() != e.fingerprint()
     assert a.fingerprint() == c.fingerprint()  # timing is not content
+    assert a.fingerprint() == d.fingerprint()  # same bytes written from other inputs
 
 
 def test_failed_write_leaves_nothing_under_the_final_name(tmp_path: Path) -> None:
@@ -161,27 +148,37 @@ def test_sigkill_mid_write_leaves_no_complete_looking_output_and_rerun_completes
 
 LOCK_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from signmae_core.store import ArtifactStore
     store = ArtifactStore({root!r})
+    print("starting", flush=True)
     with store.lock("ds", "toy", "v1"):
+        print("locked", flush=True)
+        while len(sys.argv) > 2 and not os.path.exists(sys.argv[2]):
+            time.sleep(0.01)
         for i in range(5):
             with open({log!r}, "a") as handle:
                 handle.write(f"{{sys.argv[1]}} {{i}}\\n")
-            time.sleep(0.05)
+            time.sleep(0.2)
     """
 )
 
 
 def test_concurrent_writers_do_not_interleave(tmp_path: Path) -> None:
-    log = tmp_path / "log.txt"
+    """A holds the lock; B asks for it; only then does A write its lines: B must wait."""
+    log, go = tmp_path / "log.txt", tmp_path / "go"
     script = LOCK_SCRIPT.format(root=str(tmp_path / "root"), log=str(log))
-    procs = [subprocess.Popen([sys.executable, "-c", script, name]) for name in ("A", "B")]
-    for proc in procs:
-        assert proc.wait(timeout=60) == 0
+    first = subprocess.Popen([sys.executable, "-c", script, "A", str(go)],
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None and first.stdout.readline().strip() == "starting"
+    assert first.stdout.readline().strip() == "locked"
+    second = subprocess.Popen([sys.executable, "-c", script, "B"], stdout=subprocess.PIPE,
+                              text=True)
+    assert second.stdout is not None and second.stdout.readline().strip() == "starting"
+    go.touch()  # B is at (or past) its lock call while A writes, 0.2 s apart
+    assert second.wait(timeout=60) == 0 and first.wait(timeout=60) == 0
     writers = [line.split()[0] for line in log.read_text().splitlines()]
-    assert len(writers) == 10
-    assert writers in (["A"] * 5 + ["B"] * 5, ["B"] * 5 + ["A"] * 5)
+    assert writers == ["A"] * 5 + ["B"] * 5
 
 
 def test_second_writer_fails_clearly_after_timeout(tmp_path: Path) -> None:

@@ -6,13 +6,14 @@ dotted overrides and validates everything; errors are `ConfigError` with a one-l
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError
 
-from .base import Section, canonical_json, config_hash
+from .base import Section, canonical_json, config_hash, output_value, runtime_field
 from .data import DataConfig
 from .decode import DecodeConfig
 from .extract import ExtractConfig
@@ -42,11 +43,19 @@ __all__ = [
     "TrainConfig",
     "canonical_json",
     "config_hash",
+    "output_value",
+    "runtime_field",
     "load_config",
+    "safe_load",
+    "short_repr",
     "CONFIG_DIR",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+MAX_YAML_ALIASES = 100  # alias uses (`*name`) in one config file or override value
+MAX_YAML_VALUES = 100_000  # values (scalars, lists, mappings) a document expands to
+MAX_ECHO_CHARS = 200  # characters of a bad value quoted back in an error
 
 
 class ConfigError(ValueError):
@@ -88,7 +97,7 @@ class PipelineConfig(Section):
         raise ConfigError(f"unknown dataset {name!r} (configured: {known})")
 
     def with_absolute_paths(self, base: Path | None = None) -> PipelineConfig:
-        """A copy whose local paths (store root, dataset roots) are absolute.
+        """A copy whose local paths (store root, dataset roots, encoder files) are absolute.
 
         Relative paths in a config mean "relative to where the command runs"; Ray workers run
         elsewhere, so stages resolve them once, on the driver, before anything is sent out.
@@ -98,18 +107,41 @@ class PipelineConfig(Section):
         def absolute(path: str) -> str:
             return path if "://" in path else str((base / path).resolve())
 
+        def encoder(train: TrainConfig) -> TrainConfig:
+            path = train.init_encoder
+            if path in (None, "scratch"):
+                return train
+            return train.model_copy(update={"init_encoder": absolute(path)})
+
         return self.model_copy(
             update={
                 "store": self.store.model_copy(update={"root": absolute(self.store.root)}),
                 "datasets": [
                     d.model_copy(update={"root": absolute(d.root)}) for d in self.datasets
                 ],
+                "pretrain": encoder(self.pretrain),
+                "finetune": encoder(self.finetune),
             }
         )
 
     def section_hash(self, *sections: str) -> str:
-        """Canonical hash of the named top-level sections, e.g. `section_hash("decode")`."""
-        return config_hash(*(getattr(self, s) for s in sections))
+        """Canonical hash of the output fields of the named top-level sections, e.g.
+        `section_hash("decode")` (runtime fields left out, as in stage versions)."""
+        return config_hash(*(output_value(getattr(self, s)) for s in sections))
+
+
+_ECHO = reprlib.Repr()  # keyword arguments only from Python 3.12
+_ECHO.maxlevel = 4
+_ECHO.maxtuple = _ECHO.maxlist = _ECHO.maxarray = _ECHO.maxdict = 10
+_ECHO.maxset = _ECHO.maxfrozenset = _ECHO.maxdeque = 10
+_ECHO.maxstring = _ECHO.maxlong = _ECHO.maxother = MAX_ECHO_CHARS
+
+
+def short_repr(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """`repr(value)` cut to about `limit` characters (`...` marks the cut), built without ever
+    making the full repr of a huge value."""
+    text = _ECHO.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _format_validation_error(err: ValidationError) -> str:
@@ -119,7 +151,74 @@ def _format_validation_error(err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"unknown config field '{where}'{more}"
     message = first["msg"].removeprefix("Value error, ")
-    return f"config field '{where}': {message} (got {first.get('input')!r}){more}"
+    return f"config field '{where}': {message} (got {short_repr(first.get('input'))}){more}"
+
+
+class YamlTooLarge(ValueError):
+    """A YAML document whose aliases would expand it past the bounds above."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses alias bombs ("billion laughs") while composing.
+
+    An alias reuses a node, so a few hundred bytes can describe billions of values that every
+    consumer (validation, error messages, dumps) would expand. Each composed node's expanded
+    size is counted once; a document with more than `MAX_YAML_ALIASES` alias uses, more than
+    `MAX_YAML_VALUES` values when expanded, or an alias inside its own anchor is refused.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> values it expands to
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise YamlTooLarge(f"more than {MAX_YAML_ALIASES} YAML aliases (*name)")
+            node = super().compose_node(parent, index)
+            self._size(node)  # an anchored node is sized when it is finished
+            return node
+        node = super().compose_node(parent, index)
+        size = self._sizes[id(node)] = 1 + sum(self._size(child) for child in _children(node))
+        if size > MAX_YAML_VALUES:
+            raise YamlTooLarge(f"more than {MAX_YAML_VALUES} values, counting those YAML "
+                               "aliases repeat")
+        return node
+
+    def _size(self, node: Any) -> int:
+        size = self._sizes.get(id(node))
+        if size is None:  # composed but not finished: an alias inside its own anchor
+            raise YamlTooLarge("a YAML alias refers to the anchor it is inside (a cycle)")
+        return size
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load` that raises `YamlTooLarge` for alias bombs (see `_BoundedLoader`)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error's problem and where it is, in one line."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return short_repr(" ".join(str(exc).split()))
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _resolve_config_path(name_or_path: str) -> Path:
@@ -159,9 +258,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
+    except YamlTooLarge as exc:
+        raise ConfigError(f"override {short_repr(text)}: refused, {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+        raise ConfigError(f"override {short_repr(text)}: value is not valid YAML "
+                          f"({getattr(exc, 'problem', exc)})") from None
     return key.strip(), value
 
 
@@ -177,9 +279,11 @@ def load_config(
     if name_or_path:
         path = _resolve_config_path(name_or_path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = safe_load(path.read_text(encoding="utf-8"))
+        except YamlTooLarge as exc:
+            raise ConfigError(f"{path}: refused, {exc}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}

@@ -6,13 +6,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Section
+from .base import Section, runtime_field
 
 
 class DecodeConfig(Section):
     """Target geometry and storage of decoded clips."""
 
-    fps: float = Field(25.0, gt=0, description="Target frame rate (frames are resampled).")
+    fps: float = Field(
+        25.0, gt=0, le=240, description="Target frame rate (frames are resampled)."
+    )
     size: int = Field(224, ge=16, description="Square output size in pixels.")
     crop: Literal["bbox_or_pad", "pad", "center"] = Field(
         "bbox_or_pad",
@@ -23,9 +25,9 @@ class DecodeConfig(Section):
         256, ge=1, description="Frames kept per clip after resampling (the first ones)."
     )
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of stored frames.")
-    max_in_flight: int | None = Field(
+    max_in_flight: int | None = runtime_field(
         None, ge=1, description="Decode tasks in flight at once (None: twice the cluster's CPUs)."
     )
-    timeout_s: float = Field(
+    timeout_s: float = runtime_field(
         600.0, gt=0, description="A video still decoding after this long fails (and is stopped)."
     )

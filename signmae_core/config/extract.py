@@ -6,12 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Section
-
-EXTRACT_RUNTIME_FIELDS = frozenset(
-    {"num_workers", "num_cpus_per_worker", "clip_timeout_s", "clips_per_part"}
-)
-"""Fields that change how the stage runs, not what it writes (left out of its config hash)."""
+from .base import Section, runtime_field
 
 
 class ExtractConfig(Section):
@@ -74,13 +69,13 @@ class ExtractConfig(Section):
     clip_hands_to_person: bool = Field(
         True, description="Intersect hand and face masks with the person mask."
     )
-    num_workers: int | None = Field(
+    num_workers: int | None = runtime_field(
         None, ge=1, description="Extraction workers (None: cluster CPUs / num_cpus_per_worker)."
     )
-    num_cpus_per_worker: int = Field(1, ge=1, description="CPUs reserved per worker.")
-    clip_timeout_s: float = Field(
+    num_cpus_per_worker: int = runtime_field(1, ge=1, description="CPUs reserved per worker.")
+    clip_timeout_s: float = runtime_field(
         600.0, gt=0, description="A clip taking longer fails (its worker is restarted)."
     )
-    clips_per_part: int = Field(
+    clips_per_part: int = runtime_field(
         64, ge=1, description="Clips per Parquet part file (the unit written atomically)."
     )

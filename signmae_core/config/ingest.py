@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Section
+from .base import Section, runtime_field
 
 
 class DatasetConfig(Section):
@@ -18,7 +18,11 @@ class DatasetConfig(Section):
         description="Which adapter reads the layout: csv (a label table), folder (one folder per "
         "class), wlasl (WLASL_v0.3.json + videos/), slovo (annotations.csv), lists (split lists).",
     )
-    root: str = Field("data/synthetic", description="Dataset root; label paths resolve inside it.")
+    root: str = runtime_field(
+        "data/synthetic",
+        description="Dataset root; label paths resolve inside it. Where the data lives, not what "
+        "it is: moving a dataset keeps its versions (its files' fingerprints decide freshness).",
+    )
     labels: str | None = Field(
         None,
         description="Label file relative to root; None: the adapter's usual name (csv: "
@@ -56,6 +60,6 @@ class IngestConfig(Section):
     max_duration_s: float = Field(1800.0, gt=0, description="Longest video accepted (seconds).")
     max_file_bytes: int = Field(4 * 1024**3, ge=1, description="Largest file accepted (bytes).")
     min_side: int = Field(16, ge=1, description="Smallest width or height accepted (pixels).")
-    max_in_flight: int | None = Field(
+    max_in_flight: int | None = runtime_field(
         None, ge=1, description="Probe tasks in flight at once (None: twice the cluster's CPUs)."
     )

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Section
+from .base import Section, runtime_field
 
 SamplerName = Literal["tube", "random", "segmentation"]
 
@@ -32,14 +32,14 @@ class MasksConfig(Section):
         gt=0,
         description="Landmark speed (hand sizes per stored frame) at which motion saturates to 1.",
     )
-    version: str | None = Field(
+    version: str | None = runtime_field(
         None,
         description="Mask version read downstream; None: the version this config makes.",
     )
 
     def field_params(self) -> dict[str, float | int]:
-        """The settings the stored fields depend on (everything except `version`)."""
-        return self.model_dump(exclude={"version"})
+        """The settings the stored fields depend on (everything except the runtime `version`)."""
+        return self.output_dump()
 
 
 class MaskingConfig(Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from .base import Section
+from .base import Section, runtime_field
 
 
 class SynthConfig(Section):
@@ -21,7 +21,7 @@ class SynthConfig(Section):
     crf: int = Field(
         18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger."
     )
-    workers: int = Field(
+    workers: int = runtime_field(
         0,
         ge=0,
         le=64,

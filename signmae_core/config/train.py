@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Section
+from .base import Section, runtime_field
 
 
 class TrainConfig(Section):
@@ -33,28 +33,48 @@ class TrainConfig(Section):
     precision: Literal["bf16", "fp32"] = Field(
         "bf16", description="Autocast dtype on CUDA; the CPU always trains in fp32."
     )
-    compile: bool = Field(False, description="torch.compile the model.")
-    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (1: one process, no Ray).")
-    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per train worker.")
-    loader_threads: int = Field(2, ge=0, description="Threads that load clips (0: inline).")
+    compile: bool = runtime_field(False, description="torch.compile the model.")
+    device: str = runtime_field(
+        "auto", description="auto (CUDA when available), cpu, cuda or cuda:N."
+    )
+    num_workers: int = runtime_field(
+        1, ge=1, description="Ray Train workers (1: one process, no Ray)."
+    )
+    cpus_per_worker: float = runtime_field(
+        1.0, gt=0, description="Ray CPUs reserved per train worker."
+    )
+    loader_threads: int = runtime_field(2, ge=0, description="Threads that load clips (0: inline).")
     splits: list[str] = Field(
         default_factory=lambda: ["train"], description="Manifest splits the stage trains on."
     )
-    log_every: int = Field(10, ge=1, description="Steps between metric lines.")
-    checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints (0: at end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
-    recon_every: int = Field(
+    log_every: int = runtime_field(10, ge=1, description="Steps between metric lines.")
+    checkpoint_every: int = runtime_field(
+        0, ge=0, description="Steps between checkpoints (0: at end)."
+    )
+    keep_checkpoints: int = runtime_field(2, ge=1, description="Newest checkpoints kept on disk.")
+    recon_every: int = runtime_field(
         0, ge=0, description="Steps between reconstruction figures (0: at the end only)."
     )
-    recon_samples: int = Field(2, ge=1, description="Clips shown per reconstruction figure.")
-    resume: bool = Field(True, description="Continue from the newest checkpoint of the run.")
+    recon_samples: int = runtime_field(
+        2, ge=1, description="Clips shown per reconstruction figure."
+    )
+    resume: bool = runtime_field(
+        True, description="Continue from the newest checkpoint of the run."
+    )
     init_encoder: str | None = Field(
         None,
-        description="Finetuning: encoder weights (safetensors) to start from instead of the "
-        "pretrain stage's output.",
+        description="Finetuning: encoder weights (a safetensors path) to start from instead of "
+        "the pretrain stage's output, or `scratch` for random weights.",
     )
     seed: int = Field(0, description="Seeds the model init, data order and mask sampler.")
+
+    def output_dump(self) -> dict[str, Any]:
+        """As `Section.output_dump`, with an encoder path reduced to `file`: where the file lies
+        is not what it holds (its checksum is the finetune stage's input)."""
+        dumped = super().output_dump()
+        if dumped["init_encoder"] not in (None, "scratch"):
+            dumped["init_encoder"] = "file"
+        return dumped
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -75,5 +95,7 @@ class EvalConfig(Section):
         default_factory=lambda: ["test"], description="Manifest splits evaluated."
     )
     confused_pairs: int = Field(10, ge=0, description="Most-confused class pairs listed.")
-    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
-    loader_threads: int = Field(2, ge=0, description="Threads that load clips (0: inline).")
+    device: str = runtime_field(
+        "auto", description="auto (CUDA when available), cpu, cuda or cuda:N."
+    )
+    loader_threads: int = runtime_field(2, ge=0, description="Threads that load clips (0: inline).")

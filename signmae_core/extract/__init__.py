@@ -10,7 +10,7 @@
 Format and conventions: docs/EXTRACT.md.
 """
 
-from .encoding import ENCODING, PART_NAMES, decode_part_map, encode_part_map
+from .encoding import ENCODING, decode_part_map, encode_part_map
 from .schema import (
     SCHEMA,
     ClipExtraction,
@@ -23,7 +23,6 @@ from .schema import (
 
 __all__ = [
     "ENCODING",
-    "PART_NAMES",
     "SCHEMA",
     "ClipExtraction",
     "ExtractionError",

@@ -1,7 +1,7 @@
 """Compact storage of per-frame part maps (see docs/EXTRACT.md, "Part maps").
 
 A part map is an `(Hs, Ws)` uint8 array of labels {0 background, 1 body, 2 face, 3 left hand,
-4 right hand}. Each frame's map is stored as its own byte string:
+4 right hand} (`signmae_core.parts`). Each frame's map is stored as its own byte string:
 
     zlib.compress(labels.tobytes(order="C"))      # row-major, one byte per pixel
 
@@ -18,12 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from signmae_core.parts import NUM_PARTS
+
 ENCODING = "zlib-u8"
 """Name of the encoding, stored with every row so a reader can refuse one it does not know."""
 
-PART_NAMES: tuple[str, ...] = ("background", "body", "face", "left_hand", "right_hand")
-BACKGROUND, BODY, FACE, LEFT_HAND, RIGHT_HAND = range(5)
-NUM_LABELS = len(PART_NAMES)
 
 _ZLIB_LEVEL = 6
 
@@ -37,8 +36,8 @@ def encode_part_map(labels: np.ndarray) -> bytes:
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise PartMapError(f"a part map is (H, W) uint8, got {labels.shape} {labels.dtype}")
-    if labels.size and int(labels.max()) >= NUM_LABELS:
-        raise PartMapError(f"part label {int(labels.max())} out of range [0, {NUM_LABELS - 1}]")
+    if labels.size and int(labels.max()) >= NUM_PARTS:
+        raise PartMapError(f"part label {int(labels.max())} out of range [0, {NUM_PARTS - 1}]")
     return zlib.compress(np.ascontiguousarray(labels).tobytes(), _ZLIB_LEVEL)
 
 
@@ -57,8 +56,8 @@ def decode_part_map(data: bytes, height: int, width: int) -> np.ndarray:
     if len(raw) != expected or inflater.unconsumed_tail:
         raise PartMapError(f"part map holds {len(raw)} bytes, expected {height} x {width}")
     labels = np.frombuffer(raw, dtype=np.uint8).reshape(int(height), int(width))
-    if labels.size and int(labels.max()) >= NUM_LABELS:
-        raise PartMapError(f"part label {int(labels.max())} out of range [0, {NUM_LABELS - 1}]")
+    if labels.size and int(labels.max()) >= NUM_PARTS:
+        raise PartMapError(f"part label {int(labels.max())} out of range [0, {NUM_PARTS - 1}]")
     return labels
 
 

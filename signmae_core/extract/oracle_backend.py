@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from signmae_core.clips import ClipMeta, crop_warp_matrix, source_to_clip
+from signmae_core.parts import BACKGROUND, LEFT_HAND, NUM_PARTS, RIGHT_HAND
 from signmae_core.synth import read_ground_truth
 
-from .encoding import LEFT_HAND, NUM_LABELS, RIGHT_HAND
 from .rasterize import SUPERSAMPLE, face_box
 from .schema import ClipExtraction, ExtractionError, empty_extraction
 
@@ -45,7 +45,7 @@ def warp_labels(labels: np.ndarray, meta: ClipMeta, shape: tuple[int, int]) -> n
             frame, matrix, (fine_w, fine_h), flags=cv2.INTER_NEAREST, borderValue=0
         )
         blocks = fine.reshape(height, SUPERSAMPLE, width, SUPERSAMPLE)
-        counts = np.stack([(blocks == k).sum(axis=(1, 3)) for k in range(NUM_LABELS)])
+        counts = np.stack([(blocks == k).sum(axis=(1, 3)) for k in range(NUM_PARTS)])
         out[t] = counts.argmax(axis=0).astype(np.uint8)
     return out
 
@@ -82,7 +82,7 @@ def oracle_extract(root: str | Path, meta: ClipMeta, seg_shape: tuple[int, int])
         if box is not None:
             out.face_box[t] = box
             out.face_score[t] = 1.0
-    out.person_found = (out.part_maps > 0).any(axis=(1, 2))
+    out.person_found = (out.part_maps != BACKGROUND).any(axis=(1, 2))
     out.backend = "oracle"
     out.frames_from = "ground_truth"
     out.fps = meta.fps

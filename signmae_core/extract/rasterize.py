@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .encoding import BODY, FACE, LEFT_HAND, RIGHT_HAND
+from signmae_core.parts import BODY, FACE, LEFT_HAND, RIGHT_HAND
 
 SUPERSAMPLE = 8
 PALM_STROKE = 0.5  # the palm outline is drawn this many finger widths thick

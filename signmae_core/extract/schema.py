@@ -30,6 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from signmae_core.parts import PART_LABELS_TEXT
+
 from .encoding import ENCODING, decode_part_maps, encode_part_maps
 
 NUM_HAND_LANDMARKS = 21
@@ -95,7 +97,7 @@ _CONVENTIONS = {
     "hands": "left/right are the signer's anatomical hands; 21 MediaPipe Hands landmarks "
     "as (u, v, z) flattened; z is MediaPipe's relative depth (wrist origin, scale of u)",
     "pose": "33 MediaPipe Pose landmarks as (u, v, z, visibility) flattened",
-    "part_labels": "0 background, 1 body, 2 face, 3 left hand, 4 right hand",
+    "part_labels": PART_LABELS_TEXT,
     "part_encoding": ENCODING,
 }
 

@@ -19,8 +19,8 @@ import numpy as np
 from signmae_core.clips import ClipMeta, read_clip, read_clip_meta, read_source_frames
 from signmae_core.config import ExtractConfig
 from signmae_core.ingest.adapters.base import resolve_inside
+from signmae_core.parts import BACKGROUND
 
-from .encoding import BACKGROUND
 from .mediapipe_backend import MediaPipeBackend, MediaPipeParams
 from .oracle_backend import oracle_extract
 from .rasterize import RasterParams

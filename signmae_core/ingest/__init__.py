@@ -18,8 +18,6 @@ _EXPORTS = {
     "STAGE": "plan",
     "PlannedVideo": "plan",
     "build_rows": "plan",
-    "ingest_config_hash": "plan",
-    "ingest_version": "plan",
     "plan_videos": "plan",
     "sources_fingerprint": "plan",
     "Probe": "probe",

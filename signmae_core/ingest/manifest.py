@@ -48,6 +48,8 @@ MANIFEST_FIELDS: list[tuple[str, pa.DataType, str]] = [
 ]
 MANIFEST_COLUMNS = [name for name, _, _ in MANIFEST_FIELDS]
 
+MAX_VIDEO_ID = 200  # characters of a video id, given or derived: `<id>.smclip` stays a file name
+_ID_HASH = 8  # hex digits of the path's sha1 that a sanitized or shortened id ends with
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _PART_OK = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -59,21 +61,28 @@ def stable_video_id(rel_path: str) -> str:
     `train/0001.mp4` -> `train__0001`: the path without its suffix, folders joined by `__`. When
     a part has characters other than letters, digits, `-` and single inner `_`, the id becomes a
     sanitized form plus 8 hex digits of the path's sha1 (`Do Not.mp4` -> `Do_Not-5c2a...`), so
-    ids stay unique, dot-free and safe as file names and WebDataset keys.
+    ids stay unique, dot-free and safe as file names and WebDataset keys. An id that would be
+    longer than `MAX_VIDEO_ID` (the cap of given ids) is cut and ends with the same 8 hex digits.
     """
     stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
     parts = [p for p in stem.split("/") if p]
-    if parts and all(_PART_OK.match(p) and not p.endswith("_") for p in parts):
-        return "__".join(parts)
-    digest = hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:8]
-    cleaned = _UNSAFE.sub("_", "__".join(parts)).strip("_-")[:80]
+    joined = "__".join(parts)
+    clean = bool(parts) and all(_PART_OK.match(p) and not p.endswith("_") for p in parts)
+    if clean and len(joined) <= MAX_VIDEO_ID:
+        return joined
+    digest = hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:_ID_HASH]
+    if clean:  # only too long
+        cleaned = joined[: MAX_VIDEO_ID - _ID_HASH - 1].rstrip("_-")
+    else:
+        cleaned = _UNSAFE.sub("_", joined).strip("_-")[:80]
     return f"{cleaned}-{digest}" if cleaned else digest
 
 
 def check_video_id(video_id: str) -> str | None:
     """The reason a dataset-given video id is unusable, or None when it is fine."""
-    if not _ID_OK.match(video_id) or len(video_id) > 200:
-        return f"video_id {video_id!r} must be letters, digits, '_' or '-' (at most 200)"
+    if not _ID_OK.match(video_id) or len(video_id) > MAX_VIDEO_ID:
+        return (f"video_id {video_id[:MAX_VIDEO_ID]!r} must be letters, digits, '_' or '-' "
+                f"(at most {MAX_VIDEO_ID})")
     return None
 
 

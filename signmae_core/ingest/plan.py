@@ -8,27 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from signmae_core.config import DatasetConfig, PipelineConfig, config_hash
+from signmae_core.config import DatasetConfig
 
 from .adapters import SourceEntry, label_files, read_entries, resolve_inside
 from .manifest import check_video_id, extend_classes, resolve_window, stable_video_id
 from .probe import Probe, file_facts
 
 STAGE = "ingest"
-
-
-def ingest_config_hash(cfg: PipelineConfig, dataset: DatasetConfig) -> str:
-    """Hash of everything in the config that changes the manifest (not the parallelism)."""
-    return config_hash(cfg.ingest.model_dump(mode="json", exclude={"max_in_flight"}), dataset)
-
-
-def ingest_version(cfg: PipelineConfig, dataset: DatasetConfig) -> str:
-    """The ingest output folder's version: a pure function of the config.
-
-    Changing the dataset description or the probe limits makes a new version beside the old one;
-    new or changed files under the same config update the same version (incrementally).
-    """
-    return ingest_config_hash(cfg, dataset)
 
 
 @dataclass

@@ -29,18 +29,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from signmae_core.parts import BODY, FACE, LEFT_HAND, PART_NAMES, RIGHT_HAND
+
 from .resample import area_resample
 
-BACKGROUND, BODY, FACE, LEFT_HAND, RIGHT_HAND = 0, 1, 2, 3, 4
+PRESENCE_LABELS = (LEFT_HAND, RIGHT_HAND, FACE, BODY)  # label of each presence field, in order
 FIELD_NAMES: tuple[str, ...] = (
-    "left_hand",
-    "right_hand",
-    "face",
-    "body",
+    *(PART_NAMES[label] for label in PRESENCE_LABELS),  # left_hand, right_hand, face, body
     "left_motion",
     "right_motion",
 )
-PRESENCE_LABELS = (LEFT_HAND, RIGHT_HAND, FACE, BODY)  # label of each presence field, in order
 FIELD_INDEX = {name: i for i, name in enumerate(FIELD_NAMES)}
 # What a horizontal flip does to the field axis: left and right swap.
 FLIP_PERMUTATION: tuple[int, ...] = (1, 0, 2, 3, 5, 4)

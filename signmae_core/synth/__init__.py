@@ -18,13 +18,11 @@ from .generate import (
     synth_hash,
 )
 from .ground_truth import GroundTruth, read_ground_truth
-from .render import PART_NAMES
 
 __all__ = [
     "CODE_VERSION",
     "COMPLETION_FILE",
     "HANDS",
-    "PART_NAMES",
     "Clip",
     "GroundTruth",
     "ensure_generated",

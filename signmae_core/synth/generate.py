@@ -34,10 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from signmae_core.config import SynthConfig, config_hash
+from signmae_core.parts import PART_NAMES
 
 from .hand import NUM_LANDMARKS
 from .render import (
-    PART_NAMES,
     SUPERSAMPLE,
     Body,
     draw_background,
@@ -273,7 +273,7 @@ def _clip_meta(cfg: SynthConfig, clip: Clip) -> dict[str, Any]:
 def _manifest(cfg: SynthConfig, signs: list[Sign], clips: int) -> dict[str, Any]:
     signers = [make_signer(cfg.seed, s) for s in range(cfg.signers)]
     return {
-        "config": cfg.model_dump(mode="json", exclude={"workers"}),
+        "config": cfg.output_dump(),
         "config_hash": synth_hash(cfg),
         "code_version": CODE_VERSION,
         "clips": clips,
@@ -304,10 +304,10 @@ def _manifest(cfg: SynthConfig, signs: list[Sign], clips: int) -> dict[str, Any]
 
 
 def synth_hash(cfg: SynthConfig) -> str:
-    """Hash of everything the dataset's bytes depend on: the config (less `workers`, which
-    changes nothing written) and the code version."""
-    content = cfg.model_dump(mode="json", exclude={"workers"})
-    return config_hash(content, {"code_version": CODE_VERSION, "supersample": SUPERSAMPLE})
+    """Hash of everything the dataset's bytes depend on: the config (less its runtime fields,
+    e.g. `workers`, which change nothing written) and the code version."""
+    code = {"code_version": CODE_VERSION, "supersample": SUPERSAMPLE}
+    return config_hash(cfg.output_dump(), code)
 
 
 def _remove_stale(out: Path, keep: set[str]) -> None:

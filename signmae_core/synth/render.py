@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from signmae_core.parts import BODY, FACE, LEFT_HAND, RIGHT_HAND
+
 from .hand import (
     FINGER_CHAINS,
     FINGER_WIDTH,
@@ -34,10 +36,6 @@ from .signers import Signer
 SUPERSAMPLE = 2
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing
 _ONE = 1 << _SHIFT
-
-BACKGROUND, BODY, FACE, LEFT_HAND, RIGHT_HAND = 0, 1, 2, 3, 4
-PART_NAMES = ("background", "body", "face", "left_hand", "right_hand")
-"""Part label values 0..4 of the label map."""
 
 Colour = tuple[int, int, int]
 Point = Sequence[float]

@@ -1,6 +1,8 @@
-"""The training engine: one loop for pretraining and finetuning, checkpoints, metrics, figures."""
+"""The training engine: one loop for pretraining and finetuning, checkpoints, metrics, figures,
+and the model and task of a run built from a config (`build`)."""
 
 from .batches import EpochBatches, collate
+from .build import build_finetuning, build_pretraining, make_figure_fn, make_mask_fn
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap_model
 from .engine import (
     FinetuneTask,
@@ -23,11 +25,15 @@ __all__ = [
     "TrainState",
     "Trainer",
     "autocast",
+    "build_finetuning",
     "build_optimizer",
+    "build_pretraining",
     "collate",
     "latest_checkpoint",
     "load_checkpoint",
     "lr_at",
+    "make_figure_fn",
+    "make_mask_fn",
     "read_metrics",
     "resolve_device",
     "save_checkpoint",
