@@ -4,9 +4,10 @@ Two loops over the same pretraining model, batch and masks, in one run:
 
   bare     forward + backward + AdamW step (fused on CUDA), bf16 autocast on CUDA
   engine   `signmae_core.train.Trainer.fit`: the same, plus the lr schedule, gradient clipping,
-           loss bookkeeping (one sync per `log_every` steps) and the mask generator's state
+           loss bookkeeping (one sync per `log_every` steps)
 
-Both draw masks the same way (uniform top-k on a CPU generator, moved to the device). The ratio
+Both draw masks the same way: uniform top-k of counter-based noise keyed by each clip's sample
+coordinates, drawn on the training device (as the pipeline's samplers draw them). The ratio
 engine / bare clips/s is the engine's overhead; the target is >= 0.95. With `--check-resume`
 a tiny model is trained 6 steps straight and, separately, killed after step 3 (checkpoint at 2)
 and resumed: the largest relative loss difference of steps 3-6 is printed (0 on CPU; bf16 and
@@ -34,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from signmae_core.masking.noise import SampleKeys  # noqa: E402
 from signmae_core.models import create_pretrain_model, token_grid  # noqa: E402
 from signmae_core.train import PretrainTask, Trainer  # noqa: E402
 from signmae_core.train.engine import autocast, resolve_device  # noqa: E402
@@ -58,13 +60,23 @@ def train_config(**overrides: Any) -> Any:
 
 
 def uniform_mask(ratio: float):
-    def mask_fn(batch: dict, grid: tuple[int, int, int], generator: torch.Generator):
+    """`mask_fn(batch, grid, device)`: uniform top-k on the device from the clips' keys."""
+
+    def mask_fn(batch: dict, grid: tuple[int, int, int], device: torch.device):
         tokens = grid[0] * grid[1] * grid[2]
-        keys = torch.rand((batch["clips"].shape[0], tokens), generator=generator)
-        masked = keys.topk(int(round(ratio * tokens)), dim=1).indices
-        return torch.zeros_like(keys, dtype=torch.bool).scatter_(1, masked, True)
+        keys = SampleKeys.of(0, batch["sample_epoch"], batch["sample_index"])
+        noise = keys.uniform(tokens, stream=2, device=device)
+        masked = noise.topk(int(round(ratio * tokens)), dim=1).indices
+        return torch.zeros_like(noise, dtype=torch.bool).scatter_(1, masked, True)
 
     return mask_fn
+
+
+def with_keys(batch: dict, first_index: int = 0) -> dict:
+    """The batch with each clip's sample coordinates (epoch 0, consecutive indices)."""
+    size = batch["clips"].shape[0]
+    return {**batch, "sample_epoch": torch.zeros(size, dtype=torch.int64),
+            "sample_index": torch.arange(first_index, first_index + size)}
 
 
 def sync(device: torch.device) -> None:
@@ -90,13 +102,12 @@ def run_bare(model, batch, mask_fn, grid, cfg, device, warmup: int, steps: int) 
         model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
         fused=device.type == "cuda" or None,
     )
-    generator = torch.Generator().manual_seed(0)
     start = 0.0
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
             start = time.perf_counter()
-        mask = mask_fn(batch, grid, generator).to(device, non_blocking=True)
+        mask = mask_fn(batch, grid, device)
         with autocast(device, cfg.precision):
             loss = forward(batch["clips"], mask)["loss"]
         loss.backward()
@@ -121,7 +132,7 @@ def check_resume(device: torch.device, work: Path) -> float:
     grid = token_grid(spec)
     generator = torch.Generator().manual_seed(1)
     clips = torch.randint(0, 256, (12, 4, 3, 8, 64, 64), dtype=torch.uint8, generator=generator)
-    data = [{"clips": c.to(device)} for c in clips]
+    data = [with_keys({"clips": c.to(device)}, 4 * i) for i, c in enumerate(clips)]
     cfg = train_config(batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1, device=str(device))
 
     def trainer(run: Path, seed: int) -> Trainer:
@@ -170,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     model = create_pretrain_model(spec).to(device)
     clips = torch.randint(0, 256, (args.batch, 3, args.frames, args.size, args.size),
                           dtype=torch.uint8, device=device)
-    batch = {"clips": clips, "label": torch.full((args.batch,), -1)}
+    batch = with_keys({"clips": clips, "label": torch.full((args.batch,), -1)})
     mask_fn = uniform_mask(args.ratio)
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

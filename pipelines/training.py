@@ -177,11 +177,23 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     return {
         "steps": result.state.step,
         "samples": result.state.samples,
+        "clips_per_rank": _per_rank(result.local_samples, world),
         "resumed_from": result.resumed_from,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "world_size": world,
     }
+
+
+def _per_rank(value: int, world: int) -> list[int]:
+    """`value` of every worker, in rank order (all workers call this together)."""
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[int] = [0] * world
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def _publish(cfg: PipelineConfig, kind: str, names: list[str], model: Any, run_dir: Path,

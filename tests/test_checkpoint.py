@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Iterable, Iterator
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from signmae_core.config import ModelConfig, TrainConfig
+from signmae_core.masking import SampleKeys
 from signmae_core.models import create_classifier, create_pretrain_model, token_grid
 from signmae_core.train import EpochBatches, FinetuneTask, PretrainTask, Trainer, read_metrics
 from signmae_core.train.checkpoint import (
@@ -53,17 +55,21 @@ def source() -> EpochBatches:
 def plain_batches() -> Iterator[dict]:
     """A deterministic source without `start_at`: the engine skips consumed batches."""
     rng = np.random.default_rng(11)
-    while True:
+    for batch in itertools.count():
         yield {
             "clips": torch.from_numpy(rng.integers(0, 256, (2, 3, 4, 32, 32), dtype=np.uint8)),
             "label": torch.tensor([0, 1]),
+            "sample_epoch": torch.zeros(2, dtype=torch.int64),
+            "sample_index": torch.arange(2 * batch, 2 * batch + 2),
         }
 
 
-def mask_fn(batch, grid, generator):
+def mask_fn(batch, grid, device):
+    """24 masked tokens per clip, from the clip's own keys (no state: nothing to checkpoint)."""
     tokens = grid[0] * grid[1] * grid[2]
-    keys = torch.rand((batch["clips"].shape[0], tokens), generator=generator)
-    return torch.zeros_like(keys, dtype=torch.bool).scatter_(1, keys.topk(24, dim=1).indices, True)
+    noise = SampleKeys.of(7, batch["sample_epoch"], batch["sample_index"]).uniform(tokens, 2)
+    chosen = noise.topk(24, dim=1).indices
+    return torch.zeros_like(noise, dtype=torch.bool).scatter_(1, chosen, True)
 
 
 def make_trainer(run_dir: Path, init_seed: int, grad_accum: int) -> Trainer:
@@ -122,11 +128,12 @@ def test_checkpoint_files_are_complete_pickle_free_and_pruned(tmp_path: Path) ->
     optimizer = build_optimizer(model, cfg, torch.device("cpu"))
     model(torch.zeros(1, 3, 4, 32, 32)).sum().backward()
     optimizer.step()
-    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    saved_rng = torch.get_rng_state()
     (root / ".tmp-1234-step_00000009").mkdir(parents=True)  # a killed save
     (root / "step_00000010").mkdir()  # no meta.json: not a checkpoint
     for step in (1, 2, 3):
-        save_checkpoint(root, step, model, optimizer, [generator.get_state()], {"a": 1}, keep=2)
+        save_checkpoint(root, step, model, optimizer, {"a": 1}, keep=2)
     assert [p.name for p in list_checkpoints(root)] == ["step_00000002", "step_00000003"]
     assert not list(root.glob(".tmp-*"))
     latest = latest_checkpoint(root)
@@ -140,8 +147,8 @@ def test_checkpoint_files_are_complete_pickle_free_and_pruned(tmp_path: Path) ->
     # round trip into fresh objects: weights, optimizer state (layer-decay groups) and RNG
     other = create_classifier(MODEL, 3)
     other_optimizer = build_optimizer(other, cfg, torch.device("cpu"))
-    other_generator = torch.Generator().manual_seed(2)
-    load_checkpoint(latest, other, other_optimizer, other_generator)
+    torch.manual_seed(2)
+    load_checkpoint(latest, other, other_optimizer)
     for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
     for group, other_group in zip(
@@ -153,7 +160,7 @@ def test_checkpoint_files_are_complete_pickle_free_and_pruned(tmp_path: Path) ->
     for param, other_param in zip(model.parameters(), other.parameters(), strict=True):
         for key, value in optimizer.state[param].items():
             torch.testing.assert_close(other_optimizer.state[other_param][key], value)
-    assert torch.equal(other_generator.get_state(), generator.get_state())
+    assert torch.equal(torch.get_rng_state(), saved_rng)
 
 
 def test_resume_refuses_a_checkpoint_of_another_task(tmp_path: Path) -> None:

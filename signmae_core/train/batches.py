@@ -5,7 +5,8 @@ holds items `perm[i*B:(i+1)*B]` (a last partial batch is dropped) and worker `r`
 `[r*B/W, (r+1)*B/W)`. Each item is loaded with its own RNG seeded by `(seed, epoch, index)`, so the
 augmentation an item gets does not depend on the number of workers, on loading threads, or on
 whether the run was resumed: `start_at(samples)` positions the source at a global sample count
-without loading anything before it.
+without loading anything before it. Each item carries its `sample_epoch` and `sample_index`, the
+coordinates its mask is drawn from (`signmae_core.masking.SampleKeys`).
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ class EpochBatches:
             epoch, first_batch = epoch + 1, 0
 
     def _load_item(self, epoch: int, index: int) -> dict[str, Any]:
+        """The item, with `sample_epoch` and `sample_index`: what its mask is a function of."""
         rng = np.random.default_rng([self.seed, epoch, int(index)])
-        return self.load(int(index), rng)
+        return {**self.load(int(index), rng), "sample_epoch": epoch, "sample_index": int(index)}
 
     def __iter__(self) -> Iterator[Batch]:
         if self.threads <= 0:

@@ -24,19 +24,37 @@ if TYPE_CHECKING:
 FigureFn = Any  # (model, batch, step, path) -> None, see `Trainer(figure_fn=...)`
 
 
-def make_mask_fn(cfg: PipelineConfig, sampler: str) -> Any:
-    """`mask_fn(batch, grid, generator) -> (mask (B, N) bool, hand presence (B, N) or None)`
-    from the masking config, with `sampler` in place of `masking.sampler`."""
+def sample_keys(seed: int, batch: Batch) -> Any:
+    """The batch's mask noise keys: (seed, `sample_epoch`, `sample_index`, `sample_view`) per
+    clip (`EpochBatches` puts the first two in every item; the view is 0 unless given)."""
+    from signmae_core.masking import SampleKeys
+
+    if "sample_index" not in batch:
+        raise ValueError("the batch has no sample_index: masks need each clip's coordinates")
+    return SampleKeys.of(seed, batch["sample_epoch"], batch["sample_index"],
+                         batch.get("sample_view", 0))
+
+
+def make_masker(cfg: PipelineConfig, sampler: str) -> Any:
+    """The `TokenMasker` of the masking config with `sampler` in place of `masking.sampler`."""
     from signmae_core.masking import TokenMasker
     from signmae_core.models import token_grid
 
     settings = cfg.masking.model_copy(update={"sampler": sampler})
-    masker = TokenMasker.from_config(settings, token_grid(cfg.model))
+    return TokenMasker.from_config(settings, token_grid(cfg.model))
 
-    def mask_fn(batch: Batch, grid: Grid, generator: torch.Generator) -> Any:
+
+def make_mask_fn(cfg: PipelineConfig, sampler: str) -> Any:
+    """`mask_fn(batch, grid, device) -> (mask (B, N) bool, hand presence (B, N) or None)`, drawn
+    on `device` as a pure function of each clip's keys (`sample_keys`) and the run's seed."""
+    masker = make_masker(cfg, sampler)
+    seed = cfg.pretrain.seed
+
+    def mask_fn(batch: Batch, grid: Grid, device: torch.device) -> Any:
+        fields = batch.get("fields")
         draw = masker(
-            batch.get("fields"), batch_size=batch["clips"].shape[0], device="cpu",
-            generator=generator,
+            None if fields is None else fields.to(device, non_blocking=True),
+            batch_size=batch["clips"].shape[0], device=device, generator=sample_keys(seed, batch),
         )
         return draw.mask, draw.hand_presence
 
@@ -47,18 +65,19 @@ def make_figure_fn(cfg: PipelineConfig, with_fields: bool, samples: int) -> Figu
     """Reconstruction figures of `samples` clips under every sampler the clips allow (`tube`,
     `random`, and `segmentation` with fields), each mask drawn from a generator seeded by the
     step, so figures never change the run."""
-    from signmae_core.models import token_grid
-
     from .recon import save_reconstruction
 
     samplers = ["tube", "random"] + (["segmentation"] if with_fields else [])
-    mask_fns = {name: make_mask_fn(cfg, name) for name in samplers}
-    grid = token_grid(cfg.model)
+    maskers = {name: make_masker(cfg, name) for name in samplers}
 
     def figure_fn(model: nn.Module, batch: Batch, step: int, path: Path) -> None:
+        fields = batch.get("fields")
+        fields = None if fields is None else fields[:samples]
+        count = min(samples, batch["clips"].shape[0])
         masks = {
-            name: fn(batch, grid, torch.Generator().manual_seed(step))[0]
-            for name, fn in mask_fns.items()
+            name: masker(fields, batch_size=count,
+                         generator=torch.Generator().manual_seed(step)).mask
+            for name, masker in maskers.items()
         }
         device = next(model.parameters()).device
         clips = batch["clips"][:samples].to(device)
@@ -73,10 +92,13 @@ def build_pretraining(
     """The masked autoencoder, its task (masks from `cfg.masking`) and its figure function.
 
     `with_fields`: the batches carry mask fields (the segmentation sampler in the figures)."""
+    from signmae_core.masking import num_masked
     from signmae_core.models import create_pretrain_model, token_grid
 
     model = create_pretrain_model(cfg.model)
-    task = PretrainTask(make_mask_fn(cfg, cfg.masking.sampler), token_grid(cfg.model))
+    grid = token_grid(cfg.model)
+    task = PretrainTask(make_mask_fn(cfg, cfg.masking.sampler), grid,
+                        num_masked=num_masked(grid, cfg.masking.ratio))
     return model, task, make_figure_fn(cfg, with_fields, cfg.pretrain.recon_samples)
 
 

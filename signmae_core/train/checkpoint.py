@@ -5,7 +5,8 @@ One checkpoint is a folder (see docs/TRAINING.md)::
     step_00000120/
         model.safetensors      the model's state dict (unwrapped from DDP / torch.compile)
         optimizer.safetensors  every optimizer tensor, keyed "state.<param index>.<name>"
-        rng.safetensors        torch CPU (and CUDA) RNG state and the mask sampler's generator
+        rng.safetensors        torch CPU (and CUDA) RNG state (dropout, drop path; masks need none:
+                               they are a pure function of seed, epoch, sample and view)
         meta.json              step, sample counts, optimizer param groups and scalar state,
                                and whatever the caller adds (config, task, class names)
 
@@ -88,28 +89,19 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict[s
 
 
 # ---- RNG ----------------------------------------------------------------------------------------
-def _rng_tensors(generator_states: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+def _rng_tensors() -> dict[str, torch.Tensor]:
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"torch_cuda.{i}"] = state
-    for rank, state in enumerate(generator_states or []):
-        rng[f"generator.{rank}"] = state
     return rng
 
 
-def _restore_rng(
-    rng: dict[str, torch.Tensor], generator: torch.Generator | None, rank: int
-) -> None:
+def _restore_rng(rng: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(rng["torch_cpu"])
     cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda.")]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-    key = f"generator.{rank}"
-    if generator is not None:
-        if key not in rng:
-            raise ValueError(f"checkpoint holds no sampler RNG state for worker {rank}")
-        generator.set_state(rng[key])
 
 
 # ---- folders ------------------------------------------------------------------------------------
@@ -145,14 +137,10 @@ def save_checkpoint(
     step: int,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    generator_states: list[torch.Tensor] | None = None,
     meta: dict[str, Any] | None = None,
     keep: int | None = None,
 ) -> Path:
-    """Write checkpoint `step` under `root` atomically; keep only the newest `keep` ones.
-
-    `generator_states` are the mask sampler generators' states, one per worker (rank order).
-    """
+    """Write checkpoint `step` under `root` atomically; keep only the newest `keep` ones."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(f"{TMP_PREFIX}*"):
@@ -166,7 +154,7 @@ def save_checkpoint(
         if optimizer is not None:
             tensors, info["optimizer"] = _flatten_optimizer(optimizer.state_dict())
             save_file(_cpu_tensors(tensors), str(tmp / "optimizer.safetensors"))
-        save_file(_cpu_tensors(_rng_tensors(generator_states)), str(tmp / "rng.safetensors"))
+        save_file(_cpu_tensors(_rng_tensors()), str(tmp / "rng.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
         for file in tmp.iterdir():
             _fsync(file)
@@ -195,14 +183,9 @@ def load_checkpoint(
     path: str | Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    generator: torch.Generator | None = None,
-    rank: int = 0,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Load a checkpoint folder into `model` (and optimizer, RNG states); return its meta.
-
-    `generator` receives the sampler RNG state saved for worker `rank`.
-    """
+    """Load a checkpoint folder into `model` (and optimizer, RNG states); return its meta."""
     path = Path(path)
     meta = read_meta(path)
     target = unwrap_model(model)
@@ -214,5 +197,5 @@ def load_checkpoint(
         tensors = load_weights(path / "optimizer.safetensors", "cpu")
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     if restore_rng:
-        _restore_rng(load_weights(path / "rng.safetensors", "cpu"), generator, rank)
+        _restore_rng(load_weights(path / "rng.safetensors", "cpu"))
     return meta

@@ -11,10 +11,15 @@ Distributed data parallel: when `torch.distributed` is initialized (Ray Train do
 global batch and the gradients are averaged, so W workers with B/W clips each follow the same
 trajectory as one worker with B clips.
 
+Masks: the task draws them on the training device from counter-based noise keyed by each clip's
+(seed, epoch, global sample index, view) (`signmae_core.masking.SampleKeys`), so they do not
+depend on how many workers (or loader threads) split the batch, nor on a resume: no sampler
+state exists to save.
+
 Resuming: the newest checkpoint under `run_dir/checkpoints` restores weights, optimizer, step,
-sample count and RNG states (the torch RNG and the mask sampler's generator); the batch source is
-positioned at the sample count (`start_at(samples)` when it has one, otherwise the consumed
-batches are skipped), so a deterministic source continues exactly where the run stopped.
+sample count and the torch RNG; the batch source is positioned at the sample count
+(`start_at(samples)` when it has one, otherwise the consumed batches are skipped), so a
+deterministic source continues exactly where the run stopped, with any number of workers.
 """
 
 from __future__ import annotations
@@ -51,10 +56,11 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Any]
 Grid = tuple[int, int, int]
 MaskFn = Callable[
-    [Batch, Grid, torch.Generator], torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
+    [Batch, Grid, torch.device], torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 ]
-"""`mask_fn(batch, grid, generator) -> (B, N) bool`, True = masked, the same count in every row;
-or `(mask, token_weight)` with a (B, N) loss weight per token (e.g. hand presence) or None."""
+"""`mask_fn(batch, grid, device) -> (B, N) bool` drawn on `device`, True = masked, the same
+count in every row; or `(mask, token_weight)` with a (B, N) loss weight per token (e.g. hand
+presence) or None. A pure function of the batch (its `sample_epoch`, `sample_index`)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,7 +86,7 @@ class Task(Protocol):
     name: str
 
     def __call__(
-        self, model: nn.Module, batch: Batch, generator: torch.Generator, device: torch.device
+        self, model: nn.Module, batch: Batch, device: torch.device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
@@ -89,18 +95,20 @@ class PretrainTask:
 
     name = "pretrain"
 
-    def __init__(self, mask_fn: MaskFn, grid: Grid) -> None:
+    def __init__(self, mask_fn: MaskFn, grid: Grid, num_masked: int | None = None) -> None:
         self.mask_fn = mask_fn
         self.grid = grid
+        self.num_masked = num_masked  # known in advance: the model need not read it off the device
 
     def __call__(
-        self, model: nn.Module, batch: Batch, generator: torch.Generator, device: torch.device
+        self, model: nn.Module, batch: Batch, device: torch.device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         clips = batch["clips"].to(device, non_blocking=True)
-        drawn = self.mask_fn(batch, self.grid, generator)
+        drawn = self.mask_fn(batch, self.grid, device)
         mask, weight = drawn if isinstance(drawn, tuple) else (drawn, batch.get("token_weight"))
-        # the masked count, read where the mask was drawn: the model need not sync the device
-        num_masked = int(mask[0].sum()) if mask.device.type == "cpu" else None
+        num_masked = self.num_masked
+        if num_masked is None and mask.device.type == "cpu":
+            num_masked = int(mask[0].sum())
         mask = mask.to(device, non_blocking=True)
         if weight is not None:
             weight = weight.to(device, non_blocking=True)
@@ -117,7 +125,7 @@ class FinetuneTask:
         self.label_smoothing = label_smoothing
 
     def __call__(
-        self, model: nn.Module, batch: Batch, generator: torch.Generator, device: torch.device
+        self, model: nn.Module, batch: Batch, device: torch.device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if bool((batch["label"] < 0).any()):  # checked before the labels leave the host
             raise ValueError("finetuning got unlabelled clips (label -1)")
@@ -146,6 +154,7 @@ class TrainResult:
     checkpoint: Path | None = None
     resumed_from: int | None = None
     ran_out_of_data: bool = False
+    local_samples: int = 0  # clips this process trained on in this call (its share of batches)
 
 
 def _distributed() -> tuple[int, int]:
@@ -184,8 +193,8 @@ class Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.model = model.to(self.device)  # the plain module: checkpoints, figures
         self.optimizer = build_optimizer(self.model, cfg, self.device)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.state = TrainState()
+        self.local_samples = 0
         self.forward: nn.Module = torch.compile(self.model) if cfg.compile else self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -201,20 +210,9 @@ class Trainer:
         return self.run_dir / "checkpoints" if self.run_dir is not None else None
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def _generator_states(self) -> list[torch.Tensor]:
-        """Every worker's mask-sampler generator state, gathered in rank order."""
-        state = self.generator.get_state()
-        if self.world_size == 1:
-            return [state]
-        on_device = state.to(self.device)
-        gathered = [torch.empty_like(on_device) for _ in range(self.world_size)]
-        dist.all_gather(gathered, on_device)
-        return [g.cpu() for g in gathered]
-
     def save(self) -> Path | None:
         """Checkpoint the current state (rank 0 writes; every rank waits for it)."""
         path = None
-        generator_states = self._generator_states() if self.checkpoint_dir is not None else None
         if self.rank == 0 and self.checkpoint_dir is not None:
             meta = {
                 **self.meta,
@@ -224,8 +222,8 @@ class Trainer:
                 "world_size": self.world_size,
             }
             path = save_checkpoint(
-                self.checkpoint_dir, self.state.step, self.model, self.optimizer,
-                generator_states, meta, keep=self.cfg.keep_checkpoints,
+                self.checkpoint_dir, self.state.step, self.model, self.optimizer, meta,
+                keep=self.cfg.keep_checkpoints,
             )
         if self.world_size > 1:
             dist.barrier()
@@ -241,17 +239,7 @@ class Trainer:
         meta = read_meta(path)
         if meta.get("task") != self.task.name:
             raise ValueError(f"{path} is a {meta.get('task')} checkpoint, not {self.task.name}")
-        same_workers = meta.get("world_size") == self.world_size
-        load_checkpoint(
-            path, self.model, self.optimizer, self.generator if same_workers else None, self.rank
-        )
-        if not same_workers:
-            # the data position is global and carries over; the mask draws cannot
-            log.warning(
-                "%s was written by %s workers, resuming with %d: new mask sampler seeds",
-                path, meta.get("world_size"), self.world_size,
-            )
-            self.generator.manual_seed(self.cfg.seed * 1000 + self.rank + 7919 * meta["step"])
+        load_checkpoint(path, self.model, self.optimizer)  # data and masks: positions only
         self.state = TrainState(step=meta["step"], samples=meta["samples"])
         if self.logger is not None:
             self.logger.truncate_after(self.state.step)
@@ -281,12 +269,13 @@ class Trainer:
             if self.world_size > 1 and not last:
                 sync = self.forward.no_sync()
             with sync, autocast(self.device, self.cfg.precision):
-                loss, logs = self.task(self.forward, batch, self.generator, self.device)
+                loss, logs = self.task(self.forward, batch, self.device)
                 (loss / self.cfg.grad_accum).backward()
             total += loss.detach().float() / self.cfg.grad_accum
             for name, value in logs.items():
                 extras[name] = extras.get(name, 0) + value.float() / self.cfg.grad_accum
             self.state.samples += batch["clips"].shape[0] * self.world_size
+            self.local_samples += batch["clips"].shape[0]
         grad_norm = None
         if self.cfg.grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -327,6 +316,7 @@ class Trainer:
         self._flush(pending, result)
         if result.checkpoint is None or self.state.step % max(1, self.cfg.checkpoint_every):
             result.checkpoint = self.save()
+        result.local_samples = self.local_samples
         return result
 
     def _flush(
