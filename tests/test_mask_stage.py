@@ -1,17 +1,20 @@
-"""The masks stage on the plan: fields per clip, reruns skip, a killed run resumes, a damaged field
-file is redone alone, a grown extraction updates the version in place, new settings make a new
-version beside the old one, and single-stage recompute leaves decode and extraction untouched."""
+"""The masks stage on the plan: fields per clip, reruns skip, a killed run resumes (also when
+killed for real, in a subprocess), a damaged field file is redone alone, a grown extraction
+updates the version in place, new settings make a new version beside the old one, and
+single-stage recompute leaves decode and extraction untouched."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from cli_runs import cli_env, copy_store, kill_at, make_tiny_data
 
 from pipelines import masks as mask_stage
 from pipelines import outputs
@@ -345,3 +348,69 @@ def test_single_stage_recompute_and_repairs_through_the_cli(
     sheet = tmp_path / "sheet.png"
     assert main(["inspect", video_id.split("__")[-1], "--masks", "--out", str(sheet), *base]) == 0
     assert (tmp_path / "sheet_masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def settled(folder: Path, quiet_s: float = 1.0, limit_s: float = 20.0) -> list[Path]:
+    """The files of `folder` once nothing has appeared, gone or changed for `quiet_s` (the Ray
+    workers of a killed command can still be finishing a file for a moment)."""
+    def listing() -> dict[Path, tuple[int, int]]:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+    seen, since, deadline = listing(), time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = listing()
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return sorted(seen)
+
+
+@pytest.mark.slow
+def test_a_masks_run_killed_for_real_resumes_without_redoing_finished_files(
+    tmp_path: Path, ray_local: None
+) -> None:
+    """`signmae run masks` in a subprocess, SIGKILLed once its first field file is finished (the
+    record not written), then run again: the finished field files are kept as they are (same
+    inode and mtime), the others computed, no temporary file left, and every clip's fields equal
+    those of an uninterrupted run."""
+    import ray
+
+    from pipelines.cli import main
+
+    args = make_tiny_data(tmp_path / "data", ["ingest", "decode", "extract"],
+                          ["extract.backend=oracle", "extract.clips_per_part=1"])
+    cfg = load_config("ci_tiny", [a for a in args if "=" in a])
+    clips = cfg.synth.classes * cfg.synth.signers * cfg.synth.reps  # one part file each
+    reference = [*args, *copy_store(tmp_path / "data" / "store", tmp_path / "reference")]
+    assert main(["run", "masks", *reference]) == 0
+
+    env = cli_env(RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    seen = kill_at(["run", "masks", *args], "progress:1", cwd=tmp_path, env=env)
+    assert seen["counts"] == {"done": 1}
+    plan = Plan(cfg)
+    folder = Path(plan.folder(plan.key("masks")))
+    assert not (folder / "_stage.json").exists()
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in settled(folder / "fields") if not p.name.startswith(".tmp-")}
+    assert 1 <= len(done) < clips, done
+
+    assert main(["run", "masks", *args]) == 0
+    plan = Plan(cfg)
+    key = plan.key("masks")
+    record = plan.output("masks", key.dataset).record
+    assert plan.state(key).kind == DONE
+    assert (record.counts["reused_files"], record.counts["computed_files"]) == (
+        len(done), clips - len(done))
+    assert (record.counts["ok"], record.counts["failed"]) == (clips, 0)
+    for name, stamp in done.items():
+        path = folder / "fields" / name
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, name  # not redone
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".tmp-")]
+    assert not (folder / mask_stage.JOURNAL_NAME).exists()
+
+    ours = outputs.field_reader(plan, key.dataset)
+    theirs = outputs.field_reader(Plan(load_config("ci_tiny", [
+        a for a in reference if "=" in a])), key.dataset)
+    assert ours.video_ids == theirs.video_ids and len(ours.video_ids) == clips
+    for video_id in theirs.video_ids:
+        assert np.array_equal(ours.get(video_id), theirs.get(video_id)), video_id
