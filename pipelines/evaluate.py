@@ -4,7 +4,8 @@ Output (see docs/TRAINING.md)::
 
     <root>/_train/evaluate/<version>/metrics.json      every figure (per-instance and per-class
                                                        Top-k, per-class accuracy, confusion
-                                                       matrix, most confused pairs, setup)
+                                                       matrix, most confused pairs, within-group
+                                                       accuracy, the baselines, setup)
     <root>/_train/evaluate/<version>/report.md         the report, plots linked from plots/
     <root>/_train/evaluate/<version>/report.html       the same report, self-contained
     <root>/_train/evaluate/<version>/plots/*.png
@@ -16,6 +17,11 @@ Each test clip is cut into `evaluate.views` temporal views (the reader's evaluat
 whole frame, starts spread over the clip); their softmax is averaged. The classifier is the
 finetune stage's output of this config (an upstream of the plan); the report adds the training
 curves, and the pretraining curves and reconstructions when finetuning started from them.
+
+Where a dataset declares class groups (`class_groups.json`, docs/INGEST.md), the metrics add
+the accuracy within each kind of group. The floors and the keypoint baseline
+(`pipelines.baselines_cmd`: raw-pixel and hand-keypoint 1-NN, a keypoint temporal conv; seconds
+on the CPU) run on the same clips, so the report shows them beside the model.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 
 from signmae_core.errors import InputError
 
+from .baselines_cmd import combined_groups, compute_baselines
 from .dag import StageOutput
 from .execute import StageContext, StageResult
 from .training import (
@@ -178,7 +185,7 @@ def _write_outputs(ctx: StageContext, parts: list[DatasetClips], finetuned: Stag
 
 def compute(ctx: StageContext) -> StageResult:
     """Evaluate the finetuned classifier on the labelled `evaluate.splits` clips."""
-    from signmae_core.eval.metrics import classification_metrics
+    from signmae_core.eval.metrics import classification_metrics, group_indices
 
     run_folder(ctx)  # the model folder is read from a local store
     settings = ctx.cfg.evaluate
@@ -188,13 +195,19 @@ def compute(ctx: StageContext) -> StageResult:
         raise InputError(f"no labelled clips in splits {settings.splits} to evaluate")
     scores, labels, info = _score(ctx, parts, finetuned)
     names = info["class_names"]
+    groups = group_indices(combined_groups(ctx.plan, parts), names)
     metrics = classification_metrics(scores, labels, names, settings.topk,
-                                     settings.confused_pairs)
+                                     settings.confused_pairs, groups)
+    train = [labelled(dataset_clips(ctx, d.name, ctx.cfg.finetune.splits)) for d in ctx.datasets]
+    metrics["baselines"] = compute_baselines(ctx.plan, train, parts, settings.topk)
     metrics["setup"] = _setup(ctx, parts, finetuned, info)
     _write_outputs(ctx, parts, finetuned, metrics, names, scores, labels)
     summary = {
         "per_instance": metrics["per_instance"],
         "per_class": metrics["per_class"],
+        "class_groups": {k: g["accuracy"] for k, g in metrics["class_groups"].items()},
+        "baselines_top1": {name: m["per_instance"].get("top1")
+                           for name, m in metrics["baselines"]["methods"].items()},
         "report": "report.html",
     }
     print(f"[evaluate] {json.dumps(summary)}")

@@ -5,6 +5,8 @@ Output (see docs/INGEST.md)::
     <root>/<dataset>/ingest/classes.json              the dataset's class map, append-only
     <root>/<dataset>/ingest/<version>/videos.parquet  the manifest, one row per video
     <root>/<dataset>/ingest/<version>/classes.json    the class map this manifest was made with
+    <root>/<dataset>/ingest/<version>/class_groups.json  the dataset's class groups, when it
+                                                      declares them (checked against the map)
     <root>/<dataset>/ingest/<version>/_stage.json     the stage record
 
 The version hashes the dataset description (not where it lives) and the probe limits (see
@@ -28,6 +30,12 @@ from signmae_core.ingest import (
     build_rows,
     plan_videos,
     probe_video,
+)
+from signmae_core.ingest.class_groups import (
+    CLASS_GROUPS_NAME,
+    check_class_groups,
+    class_groups_json,
+    read_class_groups,
 )
 from signmae_core.ingest.manifest import (
     CLASSES_NAME,
@@ -123,6 +131,7 @@ def compute(ctx: StageContext) -> StageResult:
     """Ingest one dataset: probe what changed, write the manifest and the class map."""
     store, dataset, writer = ctx.store, ctx.dataset, ctx.writer
     planned = plan_videos(dataset)
+    groups = read_class_groups(dataset.root)  # a bad file fails before anything is probed
     cache = {} if ctx.force else _probe_cache(store, writer.dir)
     probes = {
         item.video_id: cache[item.file_key()]
@@ -136,6 +145,7 @@ def compute(ctx: StageContext) -> StageResult:
         write_manifest(tmp, manifest_table(rows, extras))
     with writer.output(CLASSES_NAME, checksum=True) as tmp:
         tmp.write_text(class_map_json(classes), encoding="utf-8")
+    _write_class_groups(ctx, groups, classes)
     failures = Counter(_reason_kind(r["error"]) for r in rows if r["status"] == "failed")
     counts = {
         "window_clamped": sum(bool(r["window_clamped"]) for r in rows),
@@ -146,6 +156,21 @@ def compute(ctx: StageContext) -> StageResult:
     extra = {"classes": len(classes), "classes_added": len(added),
              "failure_reasons": dict(failures)}
     return StageResult(rows=rows, counts=counts, extra=extra)
+
+
+def _write_class_groups(ctx: StageContext, groups: list[dict[str, Any]] | None,
+                        classes: list[str]) -> None:
+    """Copy the dataset's class groups into the output (after checking their labels against
+    the class map), so evaluation reads them through the plan. A dataset without the file
+    leaves none (a copy from an earlier run of this version is removed)."""
+    if groups is None:
+        stale = ctx.writer.path(CLASS_GROUPS_NAME)
+        if ctx.store.exists(stale):
+            ctx.store.fs.delete_file(stale)
+        return
+    check_class_groups(groups, classes)
+    with ctx.writer.output(CLASS_GROUPS_NAME, checksum=True) as tmp:
+        tmp.write_text(class_groups_json(groups), encoding="utf-8")
 
 
 def _reason_kind(error: str | None) -> str:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from signmae_core.clips import CLIP_TABLE
 from signmae_core.errors import InputError
+from signmae_core.ingest.class_groups import CLASS_GROUPS_NAME, parse_class_groups
 from signmae_core.ingest.manifest import CLASSES_NAME, MANIFEST_NAME, parse_class_map, read_manifest
 
 from .dag import Plan, StageOutput
@@ -51,6 +52,17 @@ def class_names(plan: Plan, dataset: str) -> list[str]:
     path = out.path(CLASSES_NAME)
     return readable(plan, "ingest", dataset, path,
                     lambda: parse_class_map(plan.store.read_bytes(path).decode("utf-8")))
+
+
+def class_groups(plan: Plan, dataset: str) -> list[dict[str, Any]]:
+    """The class groups the dataset declares (`[{"kind", "classes"}]`, labels as in the class
+    map; docs/INGEST.md), as ingest checked and copied them; [] when it declares none."""
+    out = plan.output("ingest", dataset)
+    if not any(o.path == CLASS_GROUPS_NAME for o in out.record.outputs):
+        return []
+    path = out.path(CLASS_GROUPS_NAME)
+    return readable(plan, "ingest", dataset, path,
+                    lambda: parse_class_groups(plan.store.read_bytes(path).decode("utf-8"), path))
 
 
 def clip_rows(plan: Plan, dataset: str) -> list[dict[str, Any]]:

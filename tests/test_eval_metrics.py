@@ -9,6 +9,8 @@ from signmae_core.eval.metrics import (
     average_views,
     classification_metrics,
     confusion_matrix,
+    group_accuracy,
+    group_indices,
     most_confused_pairs,
     topk_hits,
 )
@@ -94,3 +96,67 @@ def test_bad_inputs_are_clear_errors() -> None:
         classification_metrics(np.zeros((2, 3)), np.array([0, 3]), CLASSES)
     with pytest.raises(ValueError, match="no test clips"):
         classification_metrics(np.zeros((0, 3)), np.array([], dtype=int), CLASSES)
+
+
+# ---- within-group accuracy ----------------------------------------------------------------------
+def test_group_accuracy_takes_the_argmax_within_the_true_class_group() -> None:
+    # classes 0..4; a handshape pair {0, 1}, a movement pair {0, 2} and a movement triple
+    # {3, 4, 1}. The overall argmax of every clip is class 4, so overall Top-1 is 1/6, while
+    # inside the groups the scores decide as worked out per clip below.
+    groups = [
+        ("handshape", np.array([0, 1])),
+        ("movement", np.array([0, 2])),
+        ("movement", np.array([1, 3, 4])),
+    ]
+    scores = np.array(
+        [
+            #  0    1    2    3    4
+            [0.3, 0.2, 0.1, 0.0, 0.9],  # true 0: hand {0,1} -> 0 hit; move {0,2} -> 0 hit
+            [0.1, 0.2, 0.3, 0.0, 0.9],  # true 0: hand -> 1 miss; move -> 2 miss
+            [0.1, 0.2, 0.3, 0.0, 0.9],  # true 1: hand -> 1 hit; move {1,3,4} -> 4 miss
+            [0.1, 0.0, 0.2, 0.0, 0.9],  # true 2: move {0,2} -> 2 hit
+            [0.0, 0.0, 0.0, 0.5, 0.9],  # true 3: move {1,3,4} -> 4 miss
+            [0.0, 0.0, 0.0, 0.0, 0.9],  # true 4: move {1,3,4} -> 4 hit
+        ]
+    )
+    labels = np.array([0, 0, 1, 2, 3, 4])
+    result = group_accuracy(scores, labels, groups)
+    # handshape: clips 0, 1, 2 (classes 0, 1) -> hits 1, 0, 1
+    assert result["handshape"] == {
+        "accuracy": pytest.approx(2 / 3), "trials": 3, "clips": 3, "groups": 1,
+        "chance": pytest.approx(0.5),
+    }
+    # movement: {0,2} holds clips 0, 1, 3 -> hits 1, 0, 1; {1,3,4} holds clips 2, 4, 5 ->
+    # hits 0, 0, 1; chance (3 * 1/2 + 3 * 1/3) / 6
+    assert result["movement"] == {
+        "accuracy": pytest.approx(3 / 6), "trials": 6, "clips": 6, "groups": 2,
+        "chance": pytest.approx((3 / 2 + 3 / 3) / 6),
+    }
+    metrics = classification_metrics(scores, labels, list("abcde"), topk=[1], groups=groups)
+    assert metrics["per_instance"]["top1"] == pytest.approx(1 / 6)
+    assert metrics["class_groups"] == result
+
+
+def test_a_clip_in_two_groups_of_one_kind_is_two_trials_and_ties_go_low() -> None:
+    groups = [("handshape", np.array([0, 1])), ("handshape", np.array([0, 2])),
+              ("place", np.array([1, 2]))]
+    scores = np.array([[0.5, 0.5, 0.9]])  # true 0: {0,1} tie -> 0 hit; {0,2} -> 2 miss
+    result = group_accuracy(scores, np.array([0]), groups)
+    assert result["handshape"]["accuracy"] == pytest.approx(0.5)
+    assert (result["handshape"]["trials"], result["handshape"]["clips"]) == (2, 1)
+    # a kind whose groups hold no test clip is reported without an accuracy
+    assert result["place"] == {"accuracy": None, "trials": 0, "clips": 0, "groups": 0,
+                               "chance": None}
+
+
+def test_group_indices_map_names_and_drop_what_the_model_does_not_know() -> None:
+    groups = [
+        {"kind": "handshape", "classes": ["c", "a"]},
+        {"kind": "movement", "classes": ["a", "zzz"]},  # one known class left: dropped
+        {"kind": "movement", "classes": ["b", "c", "zzz"]},
+    ]
+    found = group_indices(groups, ["a", "b", "c"])
+    assert [(kind, ids.tolist()) for kind, ids in found] == [
+        ("handshape", [0, 2]), ("movement", [1, 2])
+    ]
+    assert classification_metrics(np.eye(3), np.arange(3), ["a", "b", "c"])["class_groups"] == {}

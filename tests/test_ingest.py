@@ -323,3 +323,62 @@ def test_rerun_skips_and_incremental_ingest(tmp_path: Path, ray_local: None) -> 
     fourth = run_stage(cfg, "ingest", dataset)
     assert fourth.counts["probed"] == 1
     assert run_stage(cfg, "ingest", dataset, force=True).counts["probed"] == 3
+
+
+# ---- class groups --------------------------------------------------------------------------------
+def test_class_groups_file_format_errors_are_clear() -> None:
+    from signmae_core.ingest.class_groups import check_class_groups, parse_class_groups
+
+    good = '{"groups": [{"kind": "handshape", "classes": ["a", "b"], "note": "x"}]}'
+    assert parse_class_groups(good) == [{"kind": "handshape", "classes": ["a", "b"]}]
+    for text, reason in [
+        ("{", "not JSON"),
+        ('{"pairs": []}', "must be"),
+        ('{"groups": [{"classes": ["a", "b"]}]}', "kind"),
+        ('{"groups": [{"kind": "a b", "classes": ["a", "b"]}]}', "kind"),
+        ('{"groups": [{"kind": "k", "classes": "ab"}]}', "list of labels"),
+        ('{"groups": [{"kind": "k", "classes": ["a"]}]}', "two distinct"),
+        ('{"groups": [{"kind": "k", "classes": ["a", "a"]}]}', "two distinct"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            parse_class_groups(text)
+    with pytest.raises(InputError, match="'zz'"):
+        check_class_groups([{"kind": "k", "classes": ["a", "zz"]}], ["a", "b"])
+
+
+@pytest.mark.slow
+def test_ingest_copies_the_class_groups_and_reruns_when_they_change(
+    tmp_path: Path, ray_local: None
+) -> None:
+    from pipelines import outputs
+    from pipelines.dag import Plan
+    from signmae_core.ingest import sources_fingerprint
+
+    root = tmp_path / "data"
+    for name in ("a1", "b1", "c1"):
+        write_video(root / f"{name}.mp4")
+    (root / "labels.csv").write_text("path,label\na1.mp4,a\nb1.mp4,b\nc1.mp4,c\n", "utf-8")
+    dataset = DatasetConfig(name="grouped", root=str(root))
+    cfg = _cfg(tmp_path, dataset)
+    without = sources_fingerprint(dataset, plan_videos(dataset))
+    run_stage(cfg, "ingest", dataset)
+    assert outputs.class_groups(Plan.from_config(cfg), "grouped") == []
+
+    groups_file = root / "class_groups.json"
+    groups = [{"kind": "handshape", "classes": ["a", "b"]}]
+    groups_file.write_text(json.dumps({"groups": groups}), encoding="utf-8")
+    assert sources_fingerprint(dataset, plan_videos(dataset)) != without
+    record = run_stage(cfg, "ingest", dataset)  # the input changed: it runs, probing nothing
+    assert (record.counts["probed"], record.counts["skipped"]) == (0, 3)
+    assert "class_groups.json" in [o.path for o in record.outputs]
+    assert outputs.class_groups(Plan.from_config(cfg), "grouped") == groups
+
+    groups_file.write_text('{"groups": [{"kind": "handshape", "classes": ["a", "x"]}]}', "utf-8")
+    with pytest.raises(InputError, match="'x'"):
+        run_stage(cfg, "ingest", dataset)
+
+    groups_file.unlink()  # back to no groups: the fingerprint and the output as before
+    assert sources_fingerprint(dataset, plan_videos(dataset)) == without
+    run_stage(cfg, "ingest", dataset)
+    assert outputs.class_groups(Plan.from_config(cfg), "grouped") == []
+    assert not (Path(stage_folder(cfg, "ingest", dataset)) / "class_groups.json").exists()

@@ -81,3 +81,26 @@ def test_many_classes_render_without_tick_labels(tmp_path: Path) -> None:
     page = written["html"].read_text()
     assert page.count("data:image/png;base64,") == 2  # per-class accuracy + confusion matrix
     assert "Most confused pairs" in page
+
+
+def test_report_shows_within_group_accuracy_and_the_baselines_beside_the_model(
+    tmp_path: Path,
+) -> None:
+    classes = ["a", "b", "c", "d"]
+    labels = np.array([0, 1, 2, 3])
+    scores = np.array([[0.1, 0.2, 0.0, 0.7], [0.1, 0.2, 0.0, 0.7],
+                       [0.3, 0.0, 0.2, 0.5], [0.0, 0.0, 0.0, 1.0]])
+    groups = [("handshape", np.array([0, 1])), ("movement", np.array([0, 2]))]
+    metrics = classification_metrics(scores, labels, classes, topk=[1], groups=groups)
+    baseline = {"per_instance": {"top1": 0.5}, "per_class": {"top1": 0.5}, "num_clips": 4,
+                "class_groups": {"handshape": {"accuracy": 1.0}, "movement": {"accuracy": 0.0}},
+                "seconds": 0.1, "description": "a floor"}
+    metrics["baselines"] = {"train_clips": 8, "num_classes": 4, "methods": {"floor": baseline}}
+    markdown = write_report(tmp_path, metrics, classes)["markdown"].read_text()
+    # the model: top-1 1/4 (only d); handshape {a, b}: a -> b miss, b -> b hit -> 1/2;
+    # movement {a, c}: a -> a hit, c -> a miss -> 1/2
+    assert "| handshape | 0.5000 | 2 | 1 | 0.5000 |" in markdown
+    assert "| movement | 0.5000 | 2 | 1 | 0.5000 |" in markdown
+    assert "| model | 0.2500 | 0.2500 | 0.5000 | 0.5000 |" in markdown
+    assert "| floor | 0.5000 | 0.5000 | 1.0000 | 0.0000 |" in markdown
+    assert "| chance | 0.2500 | 0.2500 | 0.5000 | 0.5000 |" in markdown

@@ -136,6 +136,23 @@ def test_class_set_has_minimal_pairs() -> None:
     assert any(same_except(a, b, "movement") for a, b in pairs)
 
 
+def test_class_groups_file_lists_the_minimal_pairs(tiny: Path) -> None:
+    # judged from the classes' attributes in _synth.json, not from their positions
+    completion = json.loads((tiny / COMPLETION_FILE).read_text())
+    attributes = {c["label"]: c for c in completion["classes"]}
+    groups = json.loads((tiny / "class_groups.json").read_text(encoding="utf-8"))["groups"]
+    keys = ("handshape", "movement", "place", "orientation", "hands")
+    for group in groups:
+        a, b = (attributes[name] for name in group["classes"])
+        assert [k for k in keys if a[k] != b[k]] == [group["kind"]], group
+    # 3 classes = one base sign with its handshape pair and its movement pair
+    assert sorted(g["kind"] for g in groups) == ["handshape", "movement"]
+    # a complete dataset made before the file existed gets it without being regenerated
+    (tiny / "class_groups.json").unlink()
+    assert ensure_generated(tiny, TINY)["status"] == "up to date"
+    assert json.loads((tiny / "class_groups.json").read_text(encoding="utf-8"))["groups"] == groups
+
+
 # ---- determinism -------------------------------------------------------------------------------
 def test_same_seed_gives_identical_bytes(tiny: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"

@@ -3,11 +3,17 @@
 Per-instance Top-k is the share of test clips whose true class is among the k highest scores.
 Per-class Top-k is the mean over classes of each class's Top-k accuracy, counting only classes
 that have test clips, so every class weighs the same however many clips it has.
+
+Within-group accuracy, for datasets that declare class groups (`class_groups.json`, e.g. the
+synthetic set's handshape-only and movement-only minimal pairs): for each test clip whose true
+class is in a group of kind K, is the highest score among that group's classes the true class's
+(the argmax restricted to the group)? Reported per kind with its number of clips and its chance
+level (the mean of 1 / group size over the clips).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,18 +78,78 @@ def most_confused_pairs(
     ]
 
 
+ClassGroup = tuple[str, np.ndarray]  # (kind, class indices in ascending order)
+
+
+def group_indices(
+    groups: Sequence[Mapping[str, Any]], class_names: Sequence[str]
+) -> list[ClassGroup]:
+    """`[{"kind": str, "classes": [name, ...]}]` -> `[(kind, ascending class indices)]`.
+
+    Names that are not in `class_names` are dropped (the model knows no such class); a group
+    left with fewer than two classes is dropped.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    found = []
+    for group in groups:
+        ids = sorted({index[c] for c in group["classes"] if c in index})
+        if len(ids) >= 2:
+            found.append((str(group["kind"]), np.asarray(ids, dtype=np.int64)))
+    return found
+
+
+def group_accuracy(
+    scores: np.ndarray, labels: np.ndarray, groups: Sequence[ClassGroup]
+) -> dict[str, dict[str, Any]]:
+    """Per kind of group: the accuracy of the argmax restricted to the true class's group.
+
+    scores: (M, K); labels: (M,); groups: `(kind, class indices)`. Each (clip, group holding its
+    true class) pair is one trial: hit when the true class has the highest score among the
+    group's classes (ties go to the lower class index, as in `topk_hits`). Returns, per kind in
+    order of first appearance: `accuracy` (None without trials), `trials`, `clips` (distinct
+    clips; fewer than trials only when a class sits in two groups of one kind), `groups` (groups
+    with at least one trial) and `chance` (mean over trials of 1 / group size).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind, members in groups:
+        tally = kinds.setdefault(kind, {"hits": [], "chance": [], "clips": set(), "groups": 0})
+        rows = np.flatnonzero(np.isin(labels, members))
+        if len(rows) == 0:
+            continue
+        chosen = members[np.argmax(scores[np.ix_(rows, members)], axis=1)]
+        tally["hits"] += (chosen == labels[rows]).tolist()
+        tally["chance"] += [1.0 / len(members)] * len(rows)
+        tally["clips"].update(rows.tolist())
+        tally["groups"] += 1
+    return {
+        kind: {
+            "accuracy": float(np.mean(t["hits"])) if t["hits"] else None,
+            "trials": len(t["hits"]),
+            "clips": len(t["clips"]),
+            "groups": t["groups"],
+            "chance": float(np.mean(t["chance"])) if t["chance"] else None,
+        }
+        for kind, t in kinds.items()
+    }
+
+
 def classification_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
     class_names: Sequence[str],
     topk: Sequence[int] = (1, 5),
     confused_pairs: int = 10,
+    groups: Sequence[ClassGroup] = (),
 ) -> dict[str, Any]:
     """Every evaluation figure from (M, K) class scores and (M,) true labels.
 
     Returns a JSON-ready dict: `per_instance` and `per_class` {"top1": ..., "top5": ...},
     `per_class_accuracy` {class: top-1 or None}, `confusion_matrix` (K, K) lists,
-    `most_confused` pairs, `num_clips` and `num_classes` (with test clips / in total).
+    `most_confused` pairs, `num_clips` and `num_classes` (with test clips / in total), and
+    `class_groups`, the within-group accuracy per kind of `groups` (see `group_accuracy`; {}
+    without groups).
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -121,4 +187,5 @@ def classification_metrics(
         },
         "confusion_matrix": matrix.tolist(),
         "most_confused": most_confused_pairs(matrix, class_names, confused_pairs),
+        "class_groups": group_accuracy(scores, labels, groups),
     }

@@ -195,6 +195,62 @@ def render_html(title: str, blocks: list[Block]) -> str:
     return "\n".join(parts)
 
 
+# ---- within-group accuracy and the baselines -----------------------------------------------------
+def group_table(class_groups: dict[str, dict[str, Any]]) -> Table:
+    """Per kind of class group: accuracy, test clips (trials), groups, chance."""
+    return Table(
+        ["kind", "accuracy", "clips", "groups", "chance"],
+        [[kind, g["accuracy"], g["trials"], g["groups"], g["chance"]]
+         for kind, g in class_groups.items()],
+    )
+
+
+def comparison_table(baselines: dict[str, Any], model: dict[str, Any] | None = None) -> Table:
+    """One row per method (the model first when given, chance last): per-instance Top-k,
+    per-class Top-1 and the within-group accuracy of each kind of class group."""
+    methods = dict(baselines["methods"])
+    rows_from = ({"model": model} if model else {}) | methods
+    first = next(iter(rows_from.values()))
+    keys = sorted(first["per_instance"], key=lambda k: int(k[3:]))
+    kinds = list(first.get("class_groups", {}))
+    headers = ["method", *[f"Top-{k[3:]}" for k in keys], "per-class Top-1",
+               *[f"{kind} groups" for kind in kinds]]
+    rows = [
+        [name, *[m["per_instance"][k] for k in keys], m["per_class"].get("top1"),
+         *[m.get("class_groups", {}).get(kind, {}).get("accuracy") for kind in kinds]]
+        for name, m in rows_from.items()
+    ]
+    classes = baselines["num_classes"]
+    rows.append(["chance", *[min(int(k[3:]), classes) / classes for k in keys], 1 / classes,
+                 *[first["class_groups"][kind]["chance"] for kind in kinds]])
+    return Table(headers, rows)
+
+
+def _groups_and_baselines(metrics: dict[str, Any]) -> list[Block]:
+    blocks: list[Block] = []
+    if metrics.get("class_groups"):
+        blocks += [
+            Heading("Within-group accuracy"),
+            group_table(metrics["class_groups"]),
+            Paragraph("For each test clip whose class is in a declared group of classes "
+                      "(class_groups.json; e.g. minimal pairs that differ only in handshape), "
+                      "is the highest-scoring class of that group the true one? Chance is the "
+                      "mean of 1 / group size; a clip whose class is in two groups of one kind "
+                      "counts once per group."),
+        ]
+    baselines = metrics.get("baselines")
+    if baselines:
+        blocks += [
+            Heading("Floors and baselines"),
+            comparison_table(baselines, metrics),
+            Paragraph(f"Same test clips, same metrics; {baselines['train_clips']} training "
+                      "clips as gallery or training set. " + " ".join(
+                          f"{name}: {m['description']} ({m['seconds']:.1f} s)."
+                          for name, m in baselines["methods"].items())),
+        ]
+    return blocks
+
+
 # ---- the report --------------------------------------------------------------------------------
 def report_blocks(
     metrics: dict[str, Any],
@@ -222,6 +278,7 @@ def report_blocks(
             "accuracies over the classes present."
         )
     )
+    blocks += _groups_and_baselines(metrics)
     if setup:
         rows = [[name, value] for name, value in setup.items()]
         blocks += [Heading("Setup"), Table(["setting", "value"], rows)]

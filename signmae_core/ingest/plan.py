@@ -11,6 +11,7 @@ from typing import Any
 from signmae_core.config import DatasetConfig
 
 from .adapters import SourceEntry, label_files, read_entries, resolve_inside
+from .class_groups import class_groups_path
 from .manifest import check_video_id, extend_classes, resolve_window, stable_video_id
 from .probe import Probe, file_facts
 
@@ -76,15 +77,21 @@ def _safe_id(video_id: str) -> bool:
 
 
 def sources_fingerprint(dataset: DatasetConfig, planned: list[PlannedVideo]) -> str:
-    """Hash of the label files' bytes and every video's path, size and mtime.
+    """Hash of the label files' bytes, the class groups file's bytes (when the dataset has
+    one) and every video's path, size and mtime.
 
-    The ingest stage's input fingerprint: it changes when a label file or a video changes, is
-    added or removed, and only then (listing files is cheap; probing is not).
+    The ingest stage's input fingerprint: it changes when a label file, the class groups file
+    or a video changes, is added or removed, and only then (listing files is cheap; probing is
+    not). A dataset without a class groups file hashes as it did before the file existed.
     """
     digest = hashlib.sha256()
     for path in label_files(dataset):
         digest.update(path.name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    groups = class_groups_path(dataset.root)
+    if groups is not None:
+        digest.update(groups.name.encode())
+        digest.update(groups.read_bytes())
     for item in planned:
         digest.update(json.dumps([item.video_id, *item.file_key()]).encode())
     return digest.hexdigest()[:16]

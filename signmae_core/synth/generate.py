@@ -3,6 +3,7 @@
 Layout of a dataset folder (see docs/SYNTH.md)::
 
     labels.csv                        path,label,signer,split (paths relative to the folder)
+    class_groups.json                 the minimal pairs: {"groups": [{"kind", "classes"}, ...]}
     videos/s00_c000_r00.mp4           H.264 (libx264, yuv420p), one sign per clip
     ground_truth/s00_c000_r00.parquet one row per frame: landmarks, in-view flags, part map
     _synth.json                       completion file: config, its hash, classes, signers
@@ -34,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from signmae_core.config import SynthConfig, config_hash
+from signmae_core.ingest.class_groups import CLASS_GROUPS_NAME, class_groups_json
 from signmae_core.parts import PART_NAMES
 
 from .hand import NUM_LANDMARKS
@@ -303,6 +305,30 @@ def _manifest(cfg: SynthConfig, signs: list[Sign], clips: int) -> dict[str, Any]
     }
 
 
+def minimal_pairs(signs: list[Sign]) -> list[dict[str, Any]]:
+    """The class groups of a class set (see `signs.build_class_set`): in each group of three
+    (base, handshape pair, movement pair), the base with its handshape pair (kind `handshape`)
+    and the base with its movement pair (kind `movement`); a group cut short by the class
+    count gives the pairs it has."""
+    groups = []
+    for base in range(0, len(signs), 3):
+        for offset, kind in ((1, "handshape"), (2, "movement")):
+            if base + offset < len(signs):
+                groups.append({"kind": kind,
+                               "classes": [signs[base].name, signs[base + offset].name]})
+    return groups
+
+
+def write_class_groups(out: Path, signs: list[Sign]) -> None:
+    """Write `class_groups.json` unless it already holds these groups (no needless mtime)."""
+    text = class_groups_json(minimal_pairs(signs))
+    path = out / CLASS_GROUPS_NAME
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    with _atomic(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def synth_hash(cfg: SynthConfig) -> str:
     """Hash of everything the dataset's bytes depend on: the config (less its runtime fields,
     e.g. `workers`, which change nothing written) and the code version."""
@@ -376,6 +402,7 @@ def generate(out: Path, cfg: SynthConfig) -> dict[str, Any]:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["path", "label", "signer", "split"])
             writer.writerows(rows)
+    write_class_groups(out, signs)
     manifest = _manifest(cfg, signs, len(rows))
     with _atomic(out / COMPLETION_FILE) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -402,6 +429,7 @@ def ensure_generated(out: Path, cfg: SynthConfig) -> dict[str, Any]:
     """
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("config_hash") == synth_hash(cfg):
+        write_class_groups(Path(out), build_class_set(cfg.classes))  # datasets made before it
         return {
             "clips": int(manifest["clips"]),
             "status": "up to date",
