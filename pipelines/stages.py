@@ -63,15 +63,19 @@ STAGES: list[Stage] = [
           "keypoints and part segmentation to Parquet"),
     Stage("masks", ("extract",), 1, ("masks",), True, "pipelines.masks:compute",
           "per-frame part presence and motion fields"),
-    Stage("shard", ("decode", "masks"), 1, (), True, None, "WebDataset shards and index"),
+    Stage("shard", ("decode",), 1, ("shard",), True, "pipelines.shard:compute",
+          "WebDataset shards of the clips per split, and their index"),
+    Stage("shard_fields", ("shard", "masks"), 1, (), True, "pipelines.shard:compute_fields",
+          "the mask fields as shards beside the clip shards"),
     Stage("pretrain", ("decode", "masks"), 1, ("pretrain", "model", "data", "masking"), False,
           "pipelines.pretrain:compute", "masked video pretraining of the encoder",
           optional_needs=_pretrain_optional),
     Stage("finetune", ("decode", "pretrain"), 1, ("finetune", "model", "data"), False,
           "pipelines.finetune:compute", "classifier finetuning",
           optional_needs=_finetune_optional, extra_inputs=_init_encoder),
-    Stage("evaluate", ("decode", "finetune"), 1, ("evaluate",), False,
-          "pipelines.evaluate:compute", "metrics JSON and report"),
+    Stage("evaluate", ("ingest", "decode", "extract", "finetune"), 2, ("evaluate",), False,
+          "pipelines.evaluate:compute",
+          "metrics JSON and report, within-group accuracy, floors and keypoint baseline"),
 ]
 
 STAGE_NAMES = [s.name for s in STAGES]

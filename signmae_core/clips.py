@@ -5,6 +5,7 @@ The decode stage makes a clip's frames with `decode_source(video, settings, ...)
 Every stage after decode reads clips only through this module:
 
 - `read_clip(path) -> (T, H, W, 3) uint8 RGB` and `read_frames(path, indices)` for random access;
+- `read_clip_bytes(data) -> (ClipMeta, [JPEG bytes])` for a clip held in memory (a shard member);
 - `read_clip_meta(path) -> ClipMeta`: fps, the source window and the source frame index of each
   clip frame, the source size, and the square crop box that maps source pixels to clip pixels;
 - `source_to_clip` / `clip_to_source` map points between source and clip pixel coordinates;
@@ -28,6 +29,7 @@ bytes of H.264 of the same quality (see docs/CLIPS.md).
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from collections.abc import Iterable, Sequence
@@ -262,6 +264,29 @@ def read_jpeg_bytes(path: str | Path, indices: Sequence[int] | None = None) -> l
                 raise ClipError(f"{path}: truncated at frame {t}")
             out.append(data)
         return out
+
+
+def _parse_clip_bytes(data: bytes, name: str) -> tuple[ClipMeta, list[list[int]], int]:
+    meta, frames, data_start = _read_header(io.BytesIO(data), name)
+    end = max((o + n for o, n in frames), default=0)
+    if len(data) - data_start < end:
+        raise ClipError(f"{name}: truncated ({len(data) - data_start} of {end} frame bytes)")
+    return meta, frames, data_start
+
+
+def clip_bytes_meta(data: bytes, name: str = "clip") -> ClipMeta:
+    """The metadata of a whole clip file held in memory, after checking that every frame's
+    bytes are there; raises `ClipError` when it is damaged or truncated."""
+    return _parse_clip_bytes(data, name)[0]
+
+
+def read_clip_bytes(data: bytes, name: str = "clip") -> tuple[ClipMeta, list[bytes]]:
+    """A whole clip file held in memory (e.g. a shard member) -> its metadata and the stored
+    JPEG bytes of every frame, without decoding (decode them with `decode_jpeg`); raises
+    `ClipError` when it is damaged or truncated (`name` is used in the message)."""
+    meta, frames, start = _parse_clip_bytes(data, name)
+    view = memoryview(data)
+    return meta, [bytes(view[start + o : start + o + n]) for o, n in frames]
 
 
 def _stack(images: list[np.ndarray], meta: ClipMeta) -> np.ndarray:

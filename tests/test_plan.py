@@ -16,7 +16,8 @@ from signmae_core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["ingest", "decode", "extract", "masks"]
-STAGE_MODULES = ["ingest", "decode", "extract", "masks", "pretrain", "finetune", "evaluate"]
+STAGE_MODULES = ["ingest", "decode", "extract", "masks", "shard", "pretrain", "finetune",
+                 "evaluate"]
 
 
 def _overrides(store: str, data: str) -> list[str]:
@@ -201,7 +202,7 @@ def test_runtime_fields_leave_versions_alone_and_output_fields_change_them_downs
         "decode.max_in_flight=3", "decode.timeout_s=5", "extract.num_workers=1",
         "extract.clips_per_part=2", "ingest.max_in_flight=1", "pretrain.device=cpu",
         "pretrain.num_workers=2", "pretrain.loader_threads=0", "finetune.log_every=1",
-        "evaluate.device=cpu", "ray.num_cpus=1", "store.lock_timeout_s=1",
+        "evaluate.device=cpu", "ray.num_cpus=1", "store.lock_timeout_s=1", "shard.workers=1",
     ])
     assert _versions(Plan.from_config(runtime)) == base
     changed = _versions(Plan.from_config(
@@ -249,7 +250,7 @@ def test_plan_and_a_bad_run_start_no_ray(tmp_path: Path, monkeypatch: pytest.Mon
     args = [f"--set={o}" for o in _overrides("artifacts", "data/synthetic")]
     assert main(["plan", "-c", "ci_tiny", *args]) == 0
     out = capsys.readouterr().out
-    assert out.count("will run") == 7 and "missing" in out
+    assert out.count("will run") == 9 and "missing" not in out  # every stage is implemented
     assert main(["run", "nosuchstage", "-c", "ci_tiny", *args]) == 2
     assert "unknown stage 'nosuchstage'" in capsys.readouterr().err
     assert main(["run", "decode", "-c", "ci_tiny", *args]) == 2  # ingest has not run

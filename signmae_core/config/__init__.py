@@ -21,6 +21,7 @@ from .ingest import DatasetConfig, IngestConfig
 from .masks import MaskingConfig, MasksConfig
 from .model import ModelConfig
 from .runtime import RayConfig, StoreConfig
+from .shard import ShardConfig
 from .synth import SynthConfig
 from .train import EvalConfig, TrainConfig
 
@@ -38,6 +39,7 @@ __all__ = [
     "PipelineConfig",
     "RayConfig",
     "Section",
+    "ShardConfig",
     "StoreConfig",
     "SynthConfig",
     "TrainConfig",
@@ -77,6 +79,7 @@ class PipelineConfig(Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     masks: MasksConfig = Field(default_factory=MasksConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
