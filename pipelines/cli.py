@@ -115,10 +115,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'dataset':<12} {'stage':<9} {'version':<13} {'state':<9} {'ok':>6} {'failed':>6} "
+    print(f"{'dataset':<12} {'stage':<12} {'version':<13} {'state':<9} {'ok':>6} {'failed':>6} "
           f"{'bytes':>11}  why")
     for row in rows:
-        print(f"{row['dataset']:<12} {row['stage']:<9} {row['version']:<13} {row['state']:<9} "
+        print(f"{row['dataset']:<12} {row['stage']:<12} {row['version']:<13} {row['state']:<9} "
               f"{_blank(row['ok']):>6} {_blank(row['failed']):>6} {_blank(row['bytes']):>11}  "
               f"{row['why']}")
     return 0
@@ -129,10 +129,10 @@ def _blank(value: object) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .runner import run_demo
+    from flows.demo import run_demo
 
-    cfg = _config(args)
-    run_demo(cfg, force=args.force)
+    run_demo(args.config, args.overrides, force=args.force, keep_server=args.keep_server,
+             verbose=args.verbose)
     return 0
 
 
@@ -150,7 +150,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
     for stage in STAGES:
         state = "ready" if stage.available else "missing"
         needs = ", ".join(stage.needs) or "-"
-        print(f"{stage.name:<10} {state:<8} needs {needs:<17} {stage.summary}")
+        print(f"{stage.name:<12} {state:<8} needs {needs:<17} {stage.summary}")
     return 0
 
 
@@ -182,8 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="synthesize the default dataset and run every stage on it")
+    p = sub.add_parser(
+        "demo", help="synthesize the default dataset and run every stage on it as a Prefect flow"
+    )
     p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    p.add_argument(
+        "--keep-server", action="store_true",
+        help="keep the temporary Prefect server after the run (print its UI; Ctrl-C stops it)",
+    )
+    p.add_argument("--verbose", action="store_true", help="show Prefect's run logs too")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo, config="cpu_demo")
 

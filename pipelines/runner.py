@@ -1,12 +1,12 @@
-"""Run stages in DAG order through the plan and the one envelope, and the one-command demo.
+"""Run stages in DAG order through the plan and the one envelope (`signmae run`).
+
+The one-command demo is a Prefect flow run: `flows/demo.py`.
 
 The config is checked and the plan made before anything starts: a bad config or a missing
 upstream output costs no Ray start-up. Ray starts only when a stage has work for it.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from signmae_core.config import PipelineConfig
 
@@ -52,21 +52,4 @@ def run_stages(
     return outcomes
 
 
-def run_demo(cfg: PipelineConfig, force: bool = False) -> list[Outcome]:
-    """Generate the synthetic dataset if needed, then run every available stage on it."""
-    from signmae_core.synth import ensure_generated
-
-    plan = Plan.from_config(cfg)
-    dataset = plan.cfg.dataset()
-    summary = ensure_generated(Path(dataset.root), plan.cfg.synth)
-    print(f"[synth] {dataset.root}: {summary['clips']} clips ({summary['status']})")
-    outcomes = run_stages(plan.cfg, datasets=[dataset.name], force=force, plan=plan)
-    missing = [s.name for s in plan.stages.values() if not s.available]
-    if missing:
-        print(f"demo finished; stages not implemented yet: {', '.join(missing)}")
-    else:
-        print("demo finished: every stage ran")
-    return outcomes
-
-
-__all__ = ["describe", "run_demo", "run_stages"]
+__all__ = ["describe", "run_stages"]
