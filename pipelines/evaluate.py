@@ -190,7 +190,8 @@ def compute(ctx: StageContext) -> StageResult:
     run_folder(ctx)  # the model folder is read from a local store
     settings = ctx.cfg.evaluate
     finetuned = ctx.upstream("finetune")
-    parts = [labelled(dataset_clips(ctx, d.name, settings.splits)) for d in ctx.datasets]
+    parts = [labelled(dataset_clips(ctx, d.name, settings.splits, clip_files=True))
+             for d in ctx.datasets]
     if not any(p.records for p in parts):
         raise InputError(f"no labelled clips in splits {settings.splits} to evaluate")
     scores, labels, info = _score(ctx, parts, finetuned)
@@ -198,7 +199,8 @@ def compute(ctx: StageContext) -> StageResult:
     groups = group_indices(combined_groups(ctx.plan, parts), names)
     metrics = classification_metrics(scores, labels, names, settings.topk,
                                      settings.confused_pairs, groups)
-    train = [labelled(dataset_clips(ctx, d.name, ctx.cfg.finetune.splits)) for d in ctx.datasets]
+    train = [labelled(dataset_clips(ctx, d.name, ctx.cfg.finetune.splits, clip_files=True))
+             for d in ctx.datasets]
     metrics["baselines"] = compute_baselines(ctx.plan, train, parts, settings.topk)
     metrics["setup"] = _setup(ctx, parts, finetuned, info)
     _write_outputs(ctx, parts, finetuned, metrics, names, scores, labels)

@@ -99,3 +99,29 @@ def extraction(plan: Plan, dataset: str) -> StageOutput:
     if not plan.store.is_local:
         raise InputError("extraction outputs are read from a local store root only")
     return out
+
+
+def shard_index(plan: Plan, dataset: str, stage: str = "shard") -> tuple[str, dict[str, Any]]:
+    """A finished shard set (`shard` or `shard_fields`): its folder in the store and its
+    `index.json` (docs/SHARDS.md)."""
+    import json
+
+    from signmae_core.shards import INDEX_NAME
+
+    out = plan.output(stage, dataset)
+    path = out.path(INDEX_NAME)
+    index = readable(plan, stage, dataset, path,
+                     lambda: json.loads(plan.store.read_bytes(path).decode("utf-8")))
+    return out.folder, index
+
+
+def shard_samples(plan: Plan, dataset: str) -> list[dict[str, Any]]:
+    """The clip shard set's `samples.parquet`: key, video_id, split, shard, label_id per
+    sample."""
+    from signmae_core.shards import SAMPLES_NAME
+
+    out = plan.output("shard", dataset)
+    path = out.path(SAMPLES_NAME)
+    table = readable(plan, "shard", dataset, path,
+                     lambda: pq.read_table(path, filesystem=plan.store.fs))
+    return table.to_pylist()

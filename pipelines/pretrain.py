@@ -12,9 +12,10 @@ Output (see docs/TRAINING.md)::
     <root>/_train/pretrain/<version>/_stage.json           the stage record
 
 The version (`pipelines.dag`) hashes the pretrain, model, data and masking settings with the
-versions of every dataset's decode output (and mask output, when the sampler or the loss reads
-mask fields). A killed run resumes from its newest checkpoint when started again on the same
-data; changed data under the same version starts it over (`pipelines.training`).
+versions of every dataset's clip shards (and field shards, when the sampler or the loss reads
+mask fields); the clips are read from the shards (`pipelines.training.open_clips`). A killed
+run resumes from its newest checkpoint when started again on the same data; changed data under
+the same version starts it over (`pipelines.training`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .training import combined_classes, dataset_clips, run_training_stage
 
 def compute(ctx: StageContext) -> StageResult:
     """Pretrain on the `pretrain.splits` clips of every dataset (labels unused)."""
-    with_fields = "masks" in ctx.plan.stage(ctx.key.stage).edges(ctx.cfg)
+    with_fields = "shard_fields" in ctx.plan.stage(ctx.key.stage).edges(ctx.cfg)
     parts = [
         dataset_clips(ctx, d.name, ctx.cfg.pretrain.splits, with_fields) for d in ctx.datasets
     ]

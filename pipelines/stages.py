@@ -29,9 +29,10 @@ def _sources(cfg: PipelineConfig, dataset: DatasetConfig | None) -> dict[str, st
 
 
 def _pretrain_optional(cfg: PipelineConfig) -> set[str]:
-    """Pretraining reads mask fields only when the sampler or the loss uses them."""
+    """Pretraining reads mask fields (the field shards) only when the sampler or the loss uses
+    them."""
     uses_fields = cfg.masking.sampler == "segmentation" or cfg.model.hand_loss_weight > 0
-    return set() if uses_fields else {"masks"}
+    return set() if uses_fields else {"shard_fields"}
 
 
 def _finetune_optional(cfg: PipelineConfig) -> set[str]:
@@ -67,14 +68,14 @@ STAGES: list[Stage] = [
           "WebDataset shards of the clips per split, and their index"),
     Stage("shard_fields", ("shard", "masks"), 1, (), True, "pipelines.shard:compute_fields",
           "the mask fields as shards beside the clip shards"),
-    Stage("pretrain", ("decode", "masks"), 1, ("pretrain", "model", "data", "masking"), False,
-          "pipelines.pretrain:compute", "masked video pretraining of the encoder",
+    Stage("pretrain", ("shard", "shard_fields"), 2, ("pretrain", "model", "data", "masking"),
+          False, "pipelines.pretrain:compute", "masked video pretraining of the encoder",
           optional_needs=_pretrain_optional),
-    Stage("finetune", ("decode", "pretrain"), 1, ("finetune", "model", "data"), False,
+    Stage("finetune", ("shard", "pretrain"), 2, ("finetune", "model", "data"), False,
           "pipelines.finetune:compute", "classifier finetuning",
           optional_needs=_finetune_optional, extra_inputs=_init_encoder),
-    Stage("evaluate", ("ingest", "decode", "extract", "finetune"), 2, ("evaluate",), False,
-          "pipelines.evaluate:compute",
+    Stage("evaluate", ("ingest", "decode", "extract", "shard", "finetune"), 3, ("evaluate",),
+          False, "pipelines.evaluate:compute",
           "metrics JSON and report, within-group accuracy, floors and keypoint baseline"),
 ]
 

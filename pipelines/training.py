@@ -24,15 +24,18 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signmae_core.config import PipelineConfig, TrainConfig
-from signmae_core.data import ClipDataset, ClipRecord, Sampling
+from signmae_core.data import Sampling
 from signmae_core.errors import InputError
 
 from . import outputs
 from .dag import DAMAGED
 from .execute import StageContext, StageResult
+
+if TYPE_CHECKING:
+    from signmae_core.data.shards import ShardClips
 
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "recon", "model", "encoder", "ray")
 INPUTS_MARKER = "inputs.json"  # the input fingerprints a run started with (resume guard)
@@ -42,39 +45,53 @@ INPUTS_MARKER = "inputs.json"  # the input fingerprints a run started with (resu
 @dataclass
 class DatasetClips:
     """One dataset's clips of some splits, as plain data with resolved paths (it travels to
-    Ray workers): `records` hold `video_id`, `clip_path`, `label` (-1: none) and `split`;
-    `field_paths` the dataset's mask field files (empty when the run reads no fields)."""
+    Ray workers): `records` hold `video_id`, `label` (-1: none), `split` and, when asked for,
+    the decode stage's `clip_path`, in shard order; `shards` the dataset's shard set of those
+    splits (`signmae_core.data.shards.ShardSet` as a dict: folder, shard entries, the field
+    shards' folder when the run reads fields)."""
 
     name: str
     records: list[dict[str, Any]]
     class_names: list[str]
-    field_paths: list[str] = field(default_factory=list)
+    shards: dict[str, Any] = field(default_factory=dict)
     unlabeled: int = 0  # clips left out for having no label
+    labelled_only: bool = False
 
 
 def dataset_clips(
-    ctx: StageContext, dataset: str, splits: Sequence[str], with_fields: bool = False
+    ctx: StageContext, dataset: str, splits: Sequence[str], with_fields: bool = False,
+    clip_files: bool = False,
 ) -> DatasetClips:
-    """The ok clips of `splits` in a dataset's decode output, its class names, and (with
-    `with_fields`) its mask field files, all read through the plan."""
+    """The clips of `splits` in a dataset's shard set (in shard order), its class names, its
+    shards (with `with_fields`, its field shards), all read through the plan; `clip_files` adds
+    each clip's decode file (`clip_path`) for readers of the clip files (the baselines)."""
+    from signmae_core.data.shards import ShardSet
+    from signmae_core.shards import split_name
+
+    folder, index = outputs.shard_index(ctx.plan, dataset)
+    wanted = {split_name(s) for s in splits}
+    fields_folder = None
+    if with_fields:
+        fields_folder = outputs.shard_index(ctx.plan, dataset, "shard_fields")[0]
+    shards = ShardSet.from_index(dataset, folder, index, sorted(wanted), fields_folder)
+    order = {entry["path"]: n for n, entry in enumerate(shards.shards)}
+    rows = sorted((r for r in outputs.shard_samples(ctx.plan, dataset) if r["shard"] in order),
+                  key=lambda r: (order[r["shard"]], r["key"]))
+    paths = {}
+    if clip_files:
+        paths = {r["video_id"]: r["clip_path"] for r in outputs.clip_rows(ctx.plan, dataset)}
     records = [
-        {
-            "video_id": row["video_id"],
-            "clip_path": row["clip_path"],
-            "label": -1 if row["label_id"] is None else int(row["label_id"]),
-            "split": row["split"],
-        }
-        for row in outputs.clip_rows(ctx.plan, dataset)
-        if row["status"] == "ok" and row["split"] in splits
+        {"video_id": r["video_id"], "label": -1 if r["label_id"] is None else int(r["label_id"]),
+         "split": r["split"], **({"clip_path": paths[r["video_id"]]} if clip_files else {})}
+        for r in rows
     ]
-    paths = outputs.field_paths(ctx.plan, dataset) if with_fields else []
-    return DatasetClips(dataset, records, outputs.class_names(ctx.plan, dataset), paths)
+    return DatasetClips(dataset, records, list(index.get("class_names", [])), asdict(shards))
 
 
 def labelled(part: DatasetClips) -> DatasetClips:
     """The same dataset's clips without the unlabelled ones (counted in `unlabeled`)."""
     records = [r for r in part.records if r["label"] >= 0]
-    return replace(part, records=records,
+    return replace(part, records=records, labelled_only=True,
                    unlabeled=part.unlabeled + len(part.records) - len(records))
 
 
@@ -89,29 +106,31 @@ def combined_classes(parts: Sequence[DatasetClips]) -> list[str]:
 
 def open_clips(
     cfg: PipelineConfig, parts: Sequence[DatasetClips], train: bool, with_fields: bool
-) -> ClipDataset:
-    """One reader over every dataset's clips, labels mapped onto `combined_classes`.
+) -> ShardClips:
+    """One reader over every dataset's shards, labels mapped onto `combined_classes`.
 
-    Not `torch.utils.data.ConcatDataset`: the engine and evaluation call
-    `load(index, rng, view, num_views)`, which it lacks, and `ClipDataset` already reads the
-    records of several datasets (fields keyed by dataset), so one reader does it. In a worker
-    this opens the field files itself (a thread-safe `FieldReader` per dataset).
-    """
-    from signmae_core.masking.storage import FieldReader
+    A `ShardClips` (map-style; the engine and evaluation call `load(index, rng, view,
+    num_views)`): index i is the i-th clip of `parts` in order, the order of the records. Shards
+    are opened through the store's filesystem, so any store root reads the same way."""
+    from signmae_core.data.shards import ShardClips, ShardOpener, ShardSet
+    from signmae_core.store import ArtifactStore
 
-    records: list[ClipRecord] = []
-    fields, offset = {}, 0
+    sets, offset = [], 0
     for part in parts:
-        for r in part.records:
-            label = r["label"] + offset if r["label"] >= 0 else -1
-            records.append(ClipRecord(r["video_id"], r["clip_path"], label, r["split"], part.name))
-        if with_fields:
-            fields[part.name] = FieldReader(part.field_paths)
+        shard_set = ShardSet(**part.shards)
+        shard_set.label_offset = offset
+        sets.append(shard_set)
         offset += len(part.class_names)
-    if not records:
+    opener = ShardOpener(ArtifactStore.from_config(cfg.store).fs)
+    reader = ShardClips(sets, Sampling.from_config(cfg), opener, with_fields=with_fields,
+                        train=train, labelled_only=any(p.labelled_only for p in parts))
+    expected = [r["video_id"] for p in parts for r in p.records]
+    if not expected:
         raise InputError("no clips to read in the chosen splits")
-    sampling = Sampling.from_config(cfg)
-    return ClipDataset(records, sampling, fields=fields if with_fields else None, train=train)
+    if [r.video_id for r in reader.records] != expected:
+        raise InputError("the shards' samples differ from their samples.parquet: "
+                         "run `signmae run shard --force` to rebuild them")
+    return reader
 
 
 def total_steps(num_clips: int, train: TrainConfig) -> int:
@@ -145,7 +164,8 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    from signmae_core.train import EpochBatches, Trainer, collate
+    from signmae_core.data.shards import RepeatedViews
+    from signmae_core.train import Trainer
     from signmae_core.train.build import build_finetuning, build_pretraining
 
     cfg = PipelineConfig.model_validate(payload["config"])
@@ -154,9 +174,9 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     parts = [DatasetClips(**p) for p in payload["parts"]]
     clips = open_clips(cfg, parts, train=True, with_fields=payload["with_fields"])
-    source = EpochBatches(
-        len(clips), clips.load, train.batch_size, seed=train.seed, rank=rank, world_size=world,
-        threads=train.loader_threads, collate_fn=collate,
+    source = RepeatedViews(
+        clips, train.batch_size, cfg.data.repeated_views, seed=train.seed, rank=rank,
+        world_size=world, threads=train.loader_threads,
     )
     torch.manual_seed(train.seed)
     figure_fn = None
@@ -169,6 +189,7 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     trainer = Trainer(model, task, train, payload["total_steps"], run_dir=run_dir, meta=meta,
                       figure_fn=figure_fn)
     result = trainer.fit(source)
+    skipped = clips.skipped.count
     if result.ran_out_of_data:
         raise RuntimeError(f"the clips ran out at step {result.state.step}")
     if rank == 0:
@@ -182,6 +203,7 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "world_size": world,
+        "skipped_samples": _per_rank(skipped, world),
     }
 
 

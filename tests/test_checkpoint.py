@@ -194,13 +194,13 @@ def test_pretraining_resumes_on_the_same_data_and_starts_over_on_changed_data(
     data = tmp_path / "data"
     cfg = load_config("ci_tiny", [
         f"store.root={tmp_path / 'store'}", f"datasets.0.root={data}",
-        "masking.sampler=tube",  # no mask fields: the data stages are ingest and decode
+        "masking.sampler=tube",  # no mask fields: the data stages are ingest, decode, shard
         "pretrain.max_steps=3", "pretrain.checkpoint_every=1",
     ])
     ensure_generated(data, cfg.synth)
 
     def pretrain() -> tuple[dict, Path]:
-        record = run_stages(cfg, ["ingest", "decode", "pretrain"])[-1].record
+        record = run_stages(cfg, ["ingest", "decode", "shard", "pretrain"])[-1].record
         folder = tmp_path / "store" / "_train" / "pretrain" / record.version
         return record.model_dump(mode="json"), folder
 

@@ -116,7 +116,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> list
                  "pretrain.epochs=4", "pretrain.batch_size=2", "pretrain.log_every=1"]
     cfg = load_config("ci_tiny", overrides)
     ensure_generated(root / "data", cfg.synth)
-    run_stages(cfg, ["ingest", "decode", "extract", "masks"])
+    run_stages(cfg, ["ingest", "decode", "extract", "masks", "shard", "shard_fields"])
     return overrides
 
 

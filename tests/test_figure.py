@@ -22,7 +22,7 @@ TRAIN = [
 
 @pytest.mark.slow
 def test_figures_after_every_step_leave_the_run_unchanged(tmp_path: Path, ray_local: None) -> None:
-    args = make_tiny_data(tmp_path / "data", ["ingest", "decode"], TRAIN)
+    args = make_tiny_data(tmp_path / "data", ["ingest", "decode", "shard"], TRAIN)
     runs = {}
     for every in (0, 1):  # 0: a figure at the last step only
         store = tmp_path / f"every-{every}"

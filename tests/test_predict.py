@@ -188,7 +188,7 @@ def test_predict_feeds_the_model_the_stored_clips_evaluation_views(
     # no finetune output yet: the error names the command that makes it
     assert main(["predict", str(tmp_path / "data/videos/one.mp4"), "-c", str(config)]) == 2
     assert "signmae run finetune" in capsys.readouterr().err
-    assert main(["run", "ingest", "decode", "-c", str(config)]) == 0
+    assert main(["run", "ingest", "decode", "shard", "-c", str(config)]) == 0
     cfg = load_config(str(config))
     model_folder = _finish_finetune(cfg, ["hello", "thanks"])
 

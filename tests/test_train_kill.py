@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 def data(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> tuple[Path, list[str]]:
     """The store with the decoded clips, and the arguments of the pretraining command."""
     root = tmp_path_factory.mktemp("train-kill")
-    args = make_tiny_data(root, ["ingest", "decode"], TRAIN)
+    args = make_tiny_data(root, ["ingest", "decode", "shard"], TRAIN)
     return root / "store", ["run", "pretrain", *args]
 
 

@@ -31,6 +31,13 @@ class DataConfig(Section):
         description="Probability of a horizontal flip in training (it swaps the hand fields).",
     )
 
+    repeated_views: int = Field(
+        1,
+        ge=1,
+        description="Repeated sampling: views per decoded training clip, each with its own "
+        "frames, crop, flip and mask; a batch of `batch_size` clips holds batch_size x k views.",
+    )
+
     @model_validator(mode="after")
     def _check_ranges(self) -> DataConfig:
         low, high = self.crop_scale

@@ -89,6 +89,18 @@ class FrameReader(Protocol):
     def __call__(self, path: str, indices: Sequence[int]) -> np.ndarray: ...
 
 
+class StoredClip(Protocol):
+    """A stored clip before decoding: its geometry and a way to decode frames by index."""
+
+    num_frames: int
+    height: int
+    width: int
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at `indices` (repeats allowed): (len(indices), H, W, 3) uint8 RGB."""
+        ...
+
+
 def _default_frame_reader(path: str, indices: Sequence[int]) -> np.ndarray:
     from signmae_core.clips import read_frames
 
@@ -100,6 +112,109 @@ def _default_meta(path: str) -> tuple[int, int, int]:
 
     meta = read_clip_meta(path)
     return meta.num_frames, meta.height, meta.width
+
+
+@dataclass
+class FileClip:
+    """A clip file of the decode stage (or anything a `FrameReader` reads by path)."""
+
+    path: str
+    num_frames: int
+    height: int
+    width: int
+    read: FrameReader = _default_frame_reader
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray:
+        return self.read(self.path, list(indices))
+
+
+@dataclass
+class BytesClip:
+    """A whole clip file held in memory (a shard's `.smclip` member): frames decoded on demand
+    (each stored frame at most once), the JPEG bytes kept for a device decoder."""
+
+    jpegs: list[bytes]
+    num_frames: int
+    height: int
+    width: int
+
+    @classmethod
+    def parse(cls, data: bytes, name: str = "clip") -> BytesClip:
+        """From the clip file's bytes; raises `ClipError` when they are damaged or truncated."""
+        from signmae_core.clips import read_clip_bytes
+
+        meta, jpegs = read_clip_bytes(data, name)
+        return cls(jpegs, meta.num_frames, meta.height, meta.width)
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray:
+        from signmae_core.clips import decode_jpeg
+
+        decoded = {t: decode_jpeg(self.jpegs[t]) for t in sorted(set(int(i) for i in indices))}
+        if not decoded:
+            return np.zeros((0, self.height, self.width, 3), dtype=np.uint8)
+        return np.stack([decoded[int(t)] for t in indices])
+
+
+MISSING = object()  # `clip_item(fields=MISSING)`: the reader reads no fields at all
+
+
+def draw_view(
+    clip: StoredClip, s: Sampling, rng: np.random.Generator | None, view: int, num_views: int
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+    """One view's frame indices (T,), crop box and flip: drawn from `rng` (training), or the
+    deterministic evaluation view `view` of `num_views` (centred frames, whole frame)."""
+    frames_index = sample_frame_indices(
+        clip.num_frames, s.num_frames, s.frame_stride, rng, view=view, num_views=num_views
+    )
+    if rng is None:
+        return frames_index, (0, 0, clip.height, clip.width), False
+    box = random_resized_crop_box(rng, clip.height, clip.width, s.crop_scale, s.crop_ratio)
+    return frames_index, box, bool(rng.random() < s.flip_prob)
+
+
+def clip_items(
+    clip: StoredClip,
+    sampling: Sampling,
+    fields: Any = MISSING,
+    rng: np.random.Generator | None = None,
+    view: int = 0,
+    num_views: int = 1,
+    repeats: int = 1,
+) -> list[dict[str, Any]]:
+    """The one per-clip transform: a stored clip (+ its fields) -> `repeats` augmented items.
+
+    Each item holds `clips` (3, T, S, S) uint8, `fields` (F, T, Ho, Wo) float16 (None when
+    `fields` is MISSING; zeros and `has_fields` False when it is None or its frame count does not
+    match the clip) and `sample_view`. Training (`rng`): view r draws its frames, crop and flip
+    from `rng` after view r-1, so `repeats=1` is the single-view item; the frames of every view
+    are decoded once. Evaluation (`rng` None): the deterministic view `view` of `num_views`.
+    """
+    s = sampling
+    draws = [draw_view(clip, s, rng, view, num_views) for _ in range(repeats)]
+    wanted = np.concatenate([d[0] for d in draws])
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    decoded = clip.frames(unique.tolist())[inverse]
+    items = []
+    for r, (frames_index, box, flip) in enumerate(draws):
+        frames = decoded[r * s.num_frames : (r + 1) * s.num_frames]
+        item: dict[str, Any] = {"clips": transform_clip(frames, box, s.img_size, flip),
+                                "sample_view": r if rng is not None else view}
+        item.update(_item_fields(clip, s, fields, frames_index, box, flip))
+        items.append(item)
+    return items
+
+
+def _item_fields(clip: StoredClip, s: Sampling, fields: Any, frames_index: np.ndarray,
+                 box: tuple[int, int, int, int], flip: bool) -> dict[str, Any]:
+    """`fields`/`has_fields` of one view (see `clip_items`)."""
+    if fields is MISSING:
+        return {"fields": None, "has_fields": False}
+    if fields is not None and fields.shape[1] == clip.num_frames:
+        out = transform_fields(fields[:, frames_index], box, (clip.height, clip.width),
+                               s.field_grid, flip)
+        return {"fields": out, "has_fields": True}
+    zeros = np.zeros((len(FIELD_NAMES), s.num_frames, *s.field_grid), dtype=np.float16)
+    return {"fields": zeros, "has_fields": False}
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -147,6 +262,11 @@ class ClipDataset(torch.utils.data.Dataset):
             meta = self._meta_cache[path] = tuple(self._read_meta(path))  # type: ignore[assignment]
         return meta
 
+    def open_clip(self, record: ClipRecord) -> StoredClip:
+        """The record's stored clip (its header read once, then cached)."""
+        num_stored, height, width = self.clip_meta(record.clip_path)
+        return FileClip(record.clip_path, num_stored, height, width, self._read_frames)
+
     def load(
         self,
         index: int,
@@ -155,39 +275,24 @@ class ClipDataset(torch.utils.data.Dataset):
         num_views: int = 1,
     ) -> dict[str, Any]:
         """Item `index`; augmented from `rng`, or evaluation view `view` of `num_views`."""
+        return self.load_views(index, rng, view, num_views)[0]
+
+    def load_views(
+        self,
+        index: int,
+        rng: np.random.Generator | None,
+        view: int = 0,
+        num_views: int = 1,
+        repeats: int = 1,
+    ) -> list[dict[str, Any]]:
+        """`repeats` views of item `index` from one read of the clip (`clip_items`)."""
         record = self.records[index]
-        s = self.sampling
-        num_stored, height, width = self.clip_meta(record.clip_path)
-        frames_index = sample_frame_indices(
-            num_stored, s.num_frames, s.frame_stride, rng, view=view, num_views=num_views
-        )
-        if rng is not None:
-            box = random_resized_crop_box(rng, height, width, s.crop_scale, s.crop_ratio)
-            flip = bool(rng.random() < s.flip_prob)
-        else:
-            box, flip = (0, 0, height, width), False
-        frames = self._read_frames(record.clip_path, frames_index.tolist())
-        item: dict[str, Any] = {
-            "clips": transform_clip(frames, box, s.img_size, flip),
-            "label": int(record.label),
-            "video_id": record.video_id,
-        }
-        if self.fields is not None:
-            fields = self._fields_of(record)
-            has_fields = fields is not None and fields.shape[1] == num_stored
-            if has_fields:
-                item["fields"] = transform_fields(
-                    fields[:, frames_index], box, (height, width), s.field_grid, flip
-                )
-            else:
-                item["fields"] = np.zeros(
-                    (len(FIELD_NAMES), s.num_frames, *s.field_grid), dtype=np.float16
-                )
-            item["has_fields"] = has_fields
-        else:
-            item["fields"] = None
-            item["has_fields"] = False
-        return item
+        fields = MISSING if self.fields is None else self._fields_of(record)
+        items = clip_items(self.open_clip(record), self.sampling, fields, rng, view, num_views,
+                           repeats)
+        for item in items:
+            item.update(label=int(record.label), video_id=record.video_id)
+        return items
 
     def _fields_of(self, record: ClipRecord) -> np.ndarray | None:
         """The stored fields of a record's clip (a mapping of sources is keyed by dataset)."""
