@@ -35,11 +35,11 @@ def run_demo(config: str, overrides: list[str] | None = None, force: bool = Fals
     Prefect's run logs go to the server (the UI); the console shows the stages' own lines and
     Prefect's warnings, and with `verbose` Prefect's run logs as well."""
     with prefect_console(logging.NOTSET if verbose else logging.WARNING):
-        return _demo(config, overrides, force, keep_server)
+        return _demo(config, overrides, force, keep_server, verbose)
 
 
-def _demo(config: str, overrides: list[str] | None, force: bool, keep_server: bool
-          ) -> list[dict[str, Any]]:
+def _demo(config: str, overrides: list[str] | None, force: bool, keep_server: bool,
+          verbose: bool) -> list[dict[str, Any]]:
     from signmae_core.synth import ensure_generated
 
     from .server import configured_api_url, temporary_server
@@ -50,23 +50,27 @@ def _demo(config: str, overrides: list[str] | None, force: bool, keep_server: bo
     summary = ensure_generated(Path(dataset.root), plan.cfg.synth)
     print(f"[synth] {dataset.root}: {summary['clips']} clips ({summary['status']})", flush=True)
     if configured_api_url():
-        return _run_and_report(config, overrides, dataset.name, force, ui=True)
+        return _run_and_report(config, overrides, dataset.name, force, ui=True, verbose=verbose)
     with temporary_server(SERVER_HOME) as api:
         print(f"[prefect] temporary server at {api.removesuffix('/api')} "
               f"(log: {SERVER_HOME / 'server.log'})", flush=True)
-        rows = _run_and_report(config, overrides, dataset.name, force, ui=keep_server)
+        rows = _run_and_report(config, overrides, dataset.name, force, ui=keep_server,
+                               verbose=verbose)
         if keep_server:
             _wait_for_interrupt()
     return rows
 
 
 def _run_and_report(config: str, overrides: list[str] | None, dataset: str, force: bool,
-                    ui: bool) -> list[dict[str, Any]]:
+                    ui: bool, verbose: bool = False) -> list[dict[str, Any]]:
+    from pipelines.runner import run_log
+
     from .pipeline import signmae_pipeline
 
-    state = signmae_pipeline(config=config, overrides=list(overrides or []), datasets=[dataset],
-                             force=force, return_state=True)
     plan = Plan.from_config(load_config(config, overrides))
+    with run_log(plan, verbose):  # the workers' output goes to the run's log file
+        state = signmae_pipeline(config=config, overrides=list(overrides or []),
+                                 datasets=[dataset], force=force, return_state=True)
     print(f"[prefect] flow run {flow_run_name(state)}: {state.name}", flush=True)
     if not state.is_completed():
         raise DemoFailed(f"flow run failed: {state.message}")

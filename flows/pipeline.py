@@ -89,7 +89,7 @@ def run_stage(plan: Plan, stage: str, dataset: str, force: bool = False) -> Stat
     Returns `Completed` (named "Skipped" when it was up to date) carrying the key's row of the
     stage-counts table: dataset, stage, version, state, ok, failed, seconds."""
     key = StageKey(stage, dataset)
-    with listening(ProgressArtifacts(key)):
+    with listening(ProgressArtifacts(key)), envelope.made_by(flow_provenance()):
         outcome = envelope.execute(plan, key, force=force)
     line = describe(outcome)
     print(line, flush=True)
@@ -104,6 +104,14 @@ def run_stage(plan: Plan, stage: str, dataset: str, force: bool = False) -> Stat
         return Completed(message=line, data=row)
     return Completed(name=SKIPPED, message=f"up to date: version {record.version} "
                      f"(ok {row['ok']}, failed {row['failed']}); {line}", data=row)
+
+
+def flow_provenance() -> dict[str, str]:
+    """Which flow run makes a record (`signmae status` shows it): its id and name."""
+    from prefect.runtime import flow_run
+
+    return {"flow_run_id": str(flow_run.id or ""), "flow_run_name": str(flow_run.name or ""),
+            "flow": str(flow_run.flow_name or "")}
 
 
 STAGE_TASKS: dict[str, Task[..., State]] = {  # one task name per stage, for the UI

@@ -1,10 +1,15 @@
-"""A temporary Prefect server on 127.0.0.1 for one command (the demo; later `signmae serve`).
+"""A temporary Prefect server on 127.0.0.1 for one command (`signmae demo`, `signmae serve`).
 
-`prefect server start` in its own process group, on a free port, its database under a folder
-we name (so a second demo starts faster and `--keep-server` shows earlier runs), its output in
-that folder's `server.log`. Its environment names its own port in `PREFECT_API_URL` and
-`PREFECT_UI_API_URL` (else the UI calls port 4200). Stopping it signals that process group
-only: nothing else on the machine is touched.
+`prefect server start` in its own session and process group, on a free port, its database under
+a folder we name (so a second demo starts faster and `--keep-server` shows earlier runs), its
+output in that folder's `server.log`. Its environment names its own port in `PREFECT_API_URL`
+and `PREFECT_UI_API_URL` (else the UI calls port 4200). Stopping it signals that process group,
+then whatever is left of its session: nothing else on the machine is touched.
+
+`start_session` / `stop` do the same for any command `signmae serve` starts (a Prefect worker,
+a Ray head): each runs as the leader of a new session, so every process it starts (Ray's
+workers make process groups of their own, but stay in the session) is found again by its
+session id and stopped with it.
 """
 
 from __future__ import annotations
@@ -52,19 +57,9 @@ def temporary_server(home: Path, port: int | None = None) -> Iterator[str]:
     `home` holds the server's database (`PREFECT_HOME`) and `server.log`."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home = home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
-           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-               "--port", str(port)]
-    with open(home / "server.log", "ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    process, api = start_server(home, port)
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             wait_healthy(api, process, home / "server.log")
             with temporary_settings({PREFECT_API_URL: api}):
                 try:
@@ -75,8 +70,42 @@ def temporary_server(home: Path, port: int | None = None) -> Iterator[str]:
         stop(process)
 
 
+def start_server(home: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `prefect server start` on 127.0.0.1 (its database and `server.log` in `home`);
+    returns the process and its API URL at once (`wait_healthy` waits for it)."""
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
+           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+               "--port", str(port)]
+    return start_session(command, env, home / "server.log"), api
+
+
+def start_session(command: list[str], env: dict[str, str], log: Path,
+                  cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Run `command` as the leader of a new session (and process group), its output appended
+    to `log`, no stdin. Its session id is its pid: `session_pids(process.pid)`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+
+
+def session_pids(sid: int) -> list[int]:
+    """The processes of session `sid`, read from /proc (empty where there is no /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session
+                found.append(int(entry.parent.name))
+    return sorted(found)
+
+
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt inside the block (main thread only), so a terminated
     command still stops the server it started instead of leaving it behind."""
     import threading
@@ -132,15 +161,36 @@ def wait_healthy(api: str, process: subprocess.Popen[bytes], log: Path,
     raise ServerError(f"the Prefect server did not answer within {timeout_s:.0f} s; see {log}")
 
 
-def stop(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGINT, then SIGKILL after `timeout_s`, to the server's own process group only."""
-    if process.poll() is not None:
-        return
-    for sig in (signal.SIGINT, signal.SIGKILL):
+def stop(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S,
+         first: int = signal.SIGINT, group: bool = True) -> None:
+    """`first` (SIGINT: what Prefect's server and worker stop on) to the process group of a
+    session leader started by `start_session` (to the leader alone unless `group`: `ray start
+    --block` stops its processes itself on SIGTERM, and hangs when they are signalled at the
+    same time); after `timeout_s`, SIGTERM and then SIGKILL to every process still in its
+    session. Nothing outside that session is signalled."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
+            if group:
+                os.killpg(process.pid, first)
+            else:
+                os.kill(process.pid, first)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout_s)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = session_pids(process.pid)
+        if not left and process.poll() is not None:
             return
-        except subprocess.TimeoutExpired:
-            continue
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        _wait_gone(process, timeout_s / 3)
+    process.poll()
+
+
+def _wait_gone(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait until the leader has exited and its session is empty, at most `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not session_pids(process.pid):
+            return
+        time.sleep(0.1)

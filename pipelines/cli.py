@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -100,7 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_stages
 
     cfg = _config(args)
-    run_stages(cfg, args.stages or None, datasets=args.dataset or None, force=args.force)
+    command = "signmae " + shlex.join(getattr(args, "argv", None) or ["run"])
+    run_stages(cfg, args.stages or None, datasets=args.dataset or None, force=args.force,
+               provenance={"command": command}, verbose=_verbose(args))
     return 0
 
 
@@ -128,11 +131,16 @@ def _blank(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _verbose(args: argparse.Namespace) -> bool:
+    """`signmae --verbose COMMAND` or `signmae COMMAND --verbose`."""
+    return bool(getattr(args, "verbose", False) or getattr(args, "verbose_global", False))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
     run_demo(args.config, args.overrides, force=args.force, keep_server=args.keep_server,
-             verbose=args.verbose)
+             verbose=_verbose(args))
     return 0
 
 
@@ -160,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="signmae",
         description="SignMAE: segmentation-driven masked video pretraining for sign language.",
     )
+    parser.add_argument(
+        "-v", "--verbose", dest="verbose_global", action="store_true",
+        help="also show the workers' output (TensorFlow Lite, absl, MediaPipe, Ray warnings) "
+        "on the console; it always goes to the run's log file",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("synth", help="generate the synthetic signer dataset")
@@ -175,24 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("run", help="run pipeline stages (all available ones by default)")
-    p.add_argument("stages", nargs="*", metavar="STAGE", help=f"one of: {', '.join(STAGE_NAMES)}")
-    p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: all)")
-    p.add_argument("--force", action="store_true", help="recompute even if up to date")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
-        "demo", help="synthesize the default dataset and run every stage on it as a Prefect flow"
-    )
-    p.add_argument("--force", action="store_true", help="recompute even if up to date")
-    p.add_argument(
-        "--keep-server", action="store_true",
-        help="keep the temporary Prefect server after the run (print its UI; Ctrl-C stops it)",
-    )
-    p.add_argument("--verbose", action="store_true", help="show Prefect's run logs too")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_demo, config="cpu_demo")
+    _add_run_and_demo(sub)
 
     p = sub.add_parser("config", help="print the resolved config (or its section hashes)")
     p.add_argument("--hashes", action="store_true", help="print each section's canonical hash")
@@ -215,6 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_and_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`signmae run` and `signmae demo`."""
+    p = sub.add_parser("run", help="run pipeline stages (all available ones by default)")
+    p.add_argument("stages", nargs="*", metavar="STAGE", help=f"one of: {', '.join(STAGE_NAMES)}")
+    p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: all)")
+    p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the workers' output on the console (see signmae --verbose)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "demo", help="synthesize the default dataset and run every stage on it as a Prefect flow"
+    )
+    p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    p.add_argument(
+        "--keep-server", action="store_true",
+        help="keep the temporary Prefect server after the run (print its UI; Ctrl-C stops it)",
+    )
+    p.add_argument("--verbose", action="store_true", help="show Prefect's run logs too")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo, config="cpu_demo")
+
+
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands that live next to their stage (inspect, predict) add themselves here."""
     from . import commands
@@ -225,7 +245,9 @@ def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args) or 0)
     except (ConfigError, StoreError, SignmaeError) as exc:

@@ -16,9 +16,11 @@ no store and prints no failures. The envelope
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,18 @@ from signmae_core.store import ArtifactStore, StageRecord, StageWriter
 from .dag import DAMAGED, MISSING, TRAIN_DATASET, Plan, StageKey, StageOutput
 
 FAILURES_SHOWN = 5
+_PROVENANCE: ContextVar[dict[str, Any] | None] = ContextVar("signmae_provenance", default=None)
+
+
+@contextlib.contextmanager
+def made_by(provenance: dict[str, Any]) -> Iterator[None]:
+    """Within the block, `execute` records `provenance` as who made what it writes (callers
+    such as the Prefect task set it without changing how they call `execute`)."""
+    token = _PROVENANCE.set(dict(provenance))
+    try:
+        yield
+    finally:
+        _PROVENANCE.reset(token)
 
 
 class StageFailed(SignmaeError):
@@ -106,8 +120,16 @@ class Outcome:
     seconds: float
 
 
-def execute(plan: Plan, key: StageKey, force: bool = False) -> Outcome:
-    """Run one stage for one dataset through the envelope; see the module docstring."""
+def execute(plan: Plan, key: StageKey, force: bool = False,
+            provenance: dict[str, Any] | None = None) -> Outcome:
+    """Run one stage for one dataset through the envelope; see the module docstring.
+
+    `provenance` says who ran it (`{"command": "signmae run ..."}`, or a Prefect flow run's
+    `flow_run_id` and `flow_run_name`; default: the one `made_by` set); it goes into the
+    record's `extra["provenance"]`, which `signmae status` shows. A key found up to date keeps
+    the provenance of the run that made it.
+    """
+    provenance = provenance or _PROVENANCE.get()
     started = time.perf_counter()
     state = plan.state(key)
     if state.kind == MISSING:
@@ -140,7 +162,8 @@ def execute(plan: Plan, key: StageKey, force: bool = False) -> Outcome:
                   "failed": sum(r["status"] != "ok" for r in rows)}
         writer.counts.update({**counts, **result.counts})
         print_failures(context.label, rows)
-        record = writer.commit(**result.extra)
+        made_by = {"provenance": dict(provenance)} if provenance else {}
+        record = writer.commit(**result.extra, **made_by)
     plan.forget(key)
     _raise_if_all_failed(key, record)
     return Outcome(key, record, True, time.perf_counter() - started)

@@ -7,17 +7,26 @@ break past 107 bytes) and starts without a dashboard unless the config asks for 
 
 `map_bounded` runs a function as Ray tasks over a lazy stream of jobs, a bounded number in
 flight, turning a task's exception, dead worker or timeout into a one-line reason.
+
+`worker_output_to(path, verbose)` sends what the Ray workers print (TensorFlow Lite, absl and
+MediaPipe warnings repeated by every worker) and Ray's own start-up warnings (token auth, ...)
+to a log file instead of the console; with `verbose` the console shows them too. Workers' lines
+reach the driver through Ray's log forwarding (`log_to_driver`); the driver's handler that
+prints them is swapped for one that writes the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from signmae_core.config import RayConfig
 
@@ -41,6 +50,7 @@ def ensure_ray(config: RayConfig | None = None) -> bool:
     address = os.environ.get("RAY_ADDRESS") or config.address
     if address:
         ray.init(address=address, log_to_driver=True)
+        _route_worker_output()
         return True  # our connection, not the cluster: shutting it down only disconnects
     temp_dir = _short_temp_dir(config.temp_dir)
     if len(temp_dir) > 60:
@@ -55,7 +65,116 @@ def ensure_ray(config: RayConfig | None = None) -> bool:
         logging_level="WARNING",
         log_to_driver=True,
     )
+    _route_worker_output()
     return True
+
+
+# ---- where the workers' output goes -------------------------------------------------------------
+RAY_PRINT_HANDLER = "ray_print_logs"  # Ray's handler that prints forwarded worker lines
+OUR_HANDLER = "signmae_worker_log"
+
+
+@dataclass
+class WorkerLog:
+    """The log file of the current run (None: Ray prints worker output to the console)."""
+
+    handle: TextIO | None = None
+    verbose: bool = False
+    removed: tuple[str, Any] | None = None  # Ray's print handler while we replace it
+
+
+WORKER_LOG = WorkerLog()
+_WRITE_LOCK = threading.Lock()
+
+
+def _dispatcher() -> Any:
+    """Ray's dispatcher of forwarded worker output (None when this Ray has none)."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher
+    except ImportError:
+        return None
+    return global_worker_stdstream_dispatcher
+
+
+def write_worker_lines(data: dict[str, Any]) -> None:
+    """Append one batch of forwarded worker output to the run's log file."""
+    handle = WORKER_LOG.handle
+    if handle is None:
+        return
+    who = data.get("actor_name") or data.get("task_name") or "worker"
+    prefix = f"({who} pid={data.get('pid')}, ip={data.get('ip')})"
+    with _WRITE_LOCK:
+        for line in data.get("lines", []):
+            handle.write(f"{prefix} {line}\n")
+        handle.flush()
+
+
+def log_line(text: str) -> None:
+    """Append one line of the driver's own (a stage summary) to the run's log file, if any."""
+    handle = WORKER_LOG.handle
+    if handle is not None:
+        with _WRITE_LOCK:
+            handle.write(text.rstrip("\n") + "\n")
+            handle.flush()
+
+
+def _route_worker_output() -> None:
+    """Once Ray is connected: forwarded worker lines go to the log file (and, verbose, to the
+    console as Ray prints them). No log file set: Ray's console printing stays."""
+    dispatcher = _dispatcher()
+    if WORKER_LOG.handle is None or dispatcher is None:
+        return
+    dispatcher.remove_handler(OUR_HANDLER)
+    if not WORKER_LOG.verbose:
+        ours = [pair for pair in dispatcher.handlers if pair[0] == RAY_PRINT_HANDLER]
+        if ours:
+            WORKER_LOG.removed = ours[0]
+            dispatcher.remove_handler(RAY_PRINT_HANDLER)
+    dispatcher.add_handler(OUR_HANDLER, write_worker_lines)
+
+
+def _unroute_worker_output() -> None:
+    dispatcher = _dispatcher()
+    if dispatcher is None:
+        return
+    dispatcher.remove_handler(OUR_HANDLER)
+    import ray
+
+    if WORKER_LOG.removed is not None and ray.is_initialized():
+        dispatcher.add_handler(*WORKER_LOG.removed)  # a Ray that outlives the run prints again
+    WORKER_LOG.removed = None
+
+
+@contextlib.contextmanager
+def worker_output_to(path: Path, verbose: bool = False) -> Iterator[logging.Handler]:
+    """Within the block, Ray workers' output and Ray's own log records go to `path`
+    (appended); the console keeps Ray's errors only, or everything with `verbose`. Yields the
+    file's logging handler (the caller may add its own loggers to it)."""
+    import ray
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    file_handler = logging.StreamHandler(handle)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ray_logger = logging.getLogger("ray")
+    consoles = [h for h in ray_logger.handlers if isinstance(h, logging.StreamHandler)]
+    levels = [h.level for h in consoles]
+    ray_logger.addHandler(file_handler)
+    if not verbose:
+        for handler in consoles:
+            handler.setLevel(logging.ERROR)
+    WORKER_LOG.handle, WORKER_LOG.verbose = handle, verbose
+    if ray.is_initialized():
+        _route_worker_output()
+    try:
+        yield file_handler
+    finally:
+        _unroute_worker_output()
+        WORKER_LOG.handle = None
+        ray_logger.removeHandler(file_handler)
+        for handler, level in zip(consoles, levels, strict=True):
+            handler.setLevel(level)
+        handle.close()
 
 
 @contextlib.contextmanager

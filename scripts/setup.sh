@@ -10,6 +10,20 @@ VENV=.venv
 STAMP="$VENV/.signmae-setup-stamp"
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 
+# Debian's chromium for the browser test of the Prefect UI (tests/test_browser.py): installed
+# only when missing and when this runs as root with apt-get; elsewhere that test skips, except
+# under CI (CI set), where it fails, so CI must run this set-up as root.
+if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  echo "setup: installing chromium (apt-get) for the browser test"
+  apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+    || echo "setup: chromium could not be installed; tests/test_browser.py will skip"
+fi
+if [[ -n "${CI:-}" ]] && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: CI needs chromium for tests/test_browser.py: run this set-up as root (apt-get)" >&2
+  exit 1
+fi
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/signmae" ]]; then
   exit 0
 fi

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -51,6 +51,20 @@ class DatasetConfig(Section):
         description="Splits whose videos are for pretraining only: their label text is kept but "
         "they get no label_id and stay out of the class map.",
     )
+    classes: int | None = Field(
+        None,
+        ge=1,
+        description="wlasl adapter: keep the first N glosses of the label file, in file order "
+        "(WLASL100/300/1000/2000 are the first 100/300/1000/2000 of WLASL_v0.3.json); None: all.",
+    )
+
+    def output_dump(self) -> dict[str, Any]:
+        """As `Section.output_dump`, without `classes` while it is unset, so configs that do
+        not use it keep the ingest versions they had before it existed."""
+        dump = super().output_dump()
+        if self.classes is None:
+            dump.pop("classes", None)
+        return dump
 
 
 class IngestConfig(Section):

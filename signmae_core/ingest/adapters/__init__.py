@@ -33,6 +33,9 @@ def read_entries(dataset: DatasetConfig) -> list[SourceEntry]:
     """The dataset's videos as its adapter describes them (raises InputError if unreadable)."""
     if not Path(dataset.root).is_dir():
         raise InputError(f"dataset {dataset.name}: root folder not found: {dataset.root}")
+    if dataset.classes is not None and dataset.adapter != "wlasl":
+        raise InputError(f"dataset {dataset.name}: `classes` (the first N glosses) applies to "
+                         f"the wlasl adapter only, not {dataset.adapter}")
     return ADAPTERS[dataset.adapter](dataset)
 
 

@@ -5,6 +5,9 @@ The JSON is a list of `{gloss, instances: [...]}`; each instance has `video_id`,
 (`-1` = to the end), and `fps, instance_id, source, url, variation_id`, which pass through.
 Videos that could not be downloaded (missing or zero-byte files, 10-35 % of WLASL) become
 failed rows at probing, never a failed run.
+
+WLASL's subsets are its first glosses: the file lists glosses by number of instances, and
+WLASL100/300/1000/2000 are its first 100/300/1000/2000 (`DatasetConfig.classes`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def read(dataset: DatasetConfig) -> list[SourceEntry]:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(glosses, list):
         raise InputError(f"{path}: expected a list of {{gloss, instances}}")
+    if dataset.classes is not None:
+        glosses = glosses[: dataset.classes]  # WLASL100 = the file's first 100 glosses
     entries = []
     for item in glosses:
         gloss = item.get("gloss") if isinstance(item, dict) else None
