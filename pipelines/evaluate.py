@@ -27,7 +27,6 @@ on the CPU) run on the same clips, so the report shows them beside the model.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -212,5 +211,8 @@ def compute(ctx: StageContext) -> StageResult:
                            for name, m in metrics["baselines"]["methods"].items()},
         "report": "report.html",
     }
-    print(f"[evaluate] {json.dumps(summary)}")
+    top1 = metrics["per_instance"].get("top1")
+    if top1 is not None:  # one line for people; every figure is in metrics.json and the report
+        print(f"[evaluate] per-instance Top-1 {top1:.1%} (chance {1 / len(names):.1%}, "
+              f"{len(labels)} clips, {len(names)} classes)", flush=True)
     return StageResult(counts={"ok": int(len(labels))}, extra=summary)

@@ -484,3 +484,51 @@ def test_shards_are_written_to_an_object_store(sharded: Path, data_store: tuple[
         names = [i.base_name for i in s3.fs.get_file_info(
             pafs.FileSelector(folder, recursive=True))]
         assert not [n for n in names if n.startswith(".tmp-") or n == "_shards.json"]
+
+
+def test_the_training_readers_read_shards_from_the_object_store(
+    sharded: Path, data_store: tuple[Path, Path], s3_server: str
+) -> None:
+    """The shards written to S3 (previous test) read through the store's filesystem give the
+    items of the same shards read locally: byte-range reads (ShardClips) and streams
+    (ShardStream, WebDataset)."""
+    import torch
+
+    from signmae_core.data import Sampling
+    from signmae_core.data.shards import (
+        ShardClips,
+        ShardOpener,
+        ShardSet,
+        ShardStream,
+        shard_refs,
+    )
+    from signmae_core.store import ArtifactStore
+
+    root = f"s3://bucket/store?{s3_server}"
+    s3 = ArtifactStore(root)
+    plan = _plan(root, data_store[1])
+    if not plan.state(plan.key("shard_fields", "synthetic")).done:
+        pytest.fail("run with the object-store writing test before it (same module)")
+
+    def sets(shard: str, fields: str, index: dict[str, Any]) -> list[ShardSet]:
+        return [ShardSet.from_index("synthetic", shard, index, fields_folder=fields)]
+
+    remote_shard = plan.folder(plan.key("shard", "synthetic"))
+    remote = sets(remote_shard, plan.folder(plan.key("shard_fields", "synthetic")),
+                  json.loads(s3.read_bytes(f"{remote_shard}/index.json")))
+    local = sets(str(_folder(sharded, "shard")), str(_folder(sharded, "shard_fields")),
+                 json.loads((_folder(sharded, "shard") / "index.json").read_text()))
+    sampling = Sampling.from_config(plan.cfg)
+    from_s3 = ShardClips(remote, sampling, ShardOpener(s3.fs), with_fields=True)
+    from_disk = ShardClips(local, sampling, ShardOpener(), with_fields=True)
+    assert len(from_s3) == len(from_disk) > 0
+    for i in range(len(from_disk)):
+        a = from_s3.load(i, np.random.default_rng([0, 1, i]))
+        b = from_disk.load(i, np.random.default_rng([0, 1, i]))
+        assert a["video_id"] == b["video_id"] and torch.equal(a["clips"], b["clips"])
+        np.testing.assert_array_equal(a["fields"], b["fields"])
+    streamed = ShardStream(shard_refs(remote), sampling, ShardOpener(s3.fs), seed=0,
+                           with_fields=True, buffer=2)
+    streamed.set_epoch(0)
+    ids = sorted(item["video_id"] for item in streamed)
+    assert ids == sorted(r.video_id for r in from_disk.records)
