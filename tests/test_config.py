@@ -147,3 +147,13 @@ def test_runtime_fields_are_marked_on_the_models_and_left_out_of_output_hashes()
     decode = DecodeConfig()
     assert decode.model_copy(update={"timeout_s": 1.0}).output_hash() == decode.output_hash()
     assert decode.model_copy(update={"size": 64}).output_hash() != decode.output_hash()
+
+
+def test_a_section_given_in_part_keeps_the_pipelines_defaults_for_it(tmp_path) -> None:
+    path = tmp_path / "part.yaml"
+    path.write_text("finetune:\n  epochs: 3\n  lr: 1.0e-3\n", encoding="utf-8")
+    cfg = load_config(str(path))
+    assert cfg.finetune.epochs == 3 and cfg.finetune.lr == 1.0e-3  # what the file says
+    # what it does not say: finetuning's own defaults, not a bare TrainConfig's
+    assert cfg.finetune.layer_decay == 0.75 and cfg.finetune.label_smoothing == 0.1
+    assert cfg.finetune == load_config(None, ["finetune.epochs=3", "finetune.lr=1.0e-3"]).finetune

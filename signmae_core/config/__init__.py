@@ -255,6 +255,19 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         node[last] = value
 
 
+def _merged(default: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` over `default`, mapping by mapping: a section given in part keeps the defaults
+    the pipeline gives it (e.g. finetuning's layer decay and label smoothing, which differ from
+    a bare TrainConfig's), not the section class's."""
+    merged = dict(default)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(default.get(key), dict):
+            merged[key] = _merged(default[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`"masks.dilation=2"` -> `("masks.dilation", 2)`; the value is parsed as YAML."""
     if "=" not in text:
@@ -293,6 +306,9 @@ def load_config(
     for key, value in sections.items():
         data[key] = value
     defaults = PipelineConfig().model_dump(mode="json")
+    for key, value in data.items():  # a section given in part keeps the pipeline's defaults
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            data[key] = _merged(defaults[key], value)
     for text in overrides or []:
         key, value = parse_override(text)
         top = key.split(".", 1)[0]
