@@ -15,6 +15,8 @@ Ray Train workers, which run elsewhere):
                  e.g. a checkpoint folder written in full but not in place yet;
 - `progress:N`   after a stage's N-th progress update (`pipelines.progress.Progress.update`),
                  e.g. the masks stage with N field files finished and no record written;
+- `sample:N`     after the N-th sample a shard writer added (`ShardWriter.add`, flushed), e.g.
+                 in the middle of a shard;
 - `none`         no pause: the command as it is.
 """
 
@@ -90,9 +92,24 @@ def _after_progress(marker: Path, point: str, target: int) -> None:
     Progress.update = update
 
 
+def _after_sample(marker: Path, point: str, target: int) -> None:
+    from signmae_core.shards import ShardWriter
+
+    real, calls = ShardWriter.add, [0]
+
+    def add(self: ShardWriter, key: str, members: Any) -> None:
+        real(self, key, members)
+        calls[0] += 1
+        if calls[0] == target:
+            self._handle.flush()  # what was written so far is in the file when it is killed
+            _pause(marker, point, samples=calls[0], key=key)
+
+    ShardWriter.add = add
+
+
 def _install(marker: Path, point: str) -> None:
     kind, _, arg = point.partition(":")
-    hooks = {"backward": _after_backward, "progress": _after_progress}
+    hooks = {"backward": _after_backward, "progress": _after_progress, "sample": _after_sample}
     if kind in hooks:
         hooks[kind](marker, point, int(arg))
     elif kind == "rename":

@@ -14,10 +14,7 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -28,6 +25,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from cli_runs import kill_at
 
 from pipelines.cli import main
 from pipelines.dag import Plan
@@ -310,56 +308,13 @@ def test_a_reshard_is_byte_identical(sharded: Path, data_store: tuple[Path, Path
 
 
 # ---- a killed run --------------------------------------------------------------------------------
-PAUSE_SCRIPT = """
-import json, os, sys, time
-marker, after = sys.argv[1], int(sys.argv[2])
-from signmae_core.shards import ShardWriter
-real, calls = ShardWriter.add, [0]
-def add(self, key, members):
-    real(self, key, members)
-    calls[0] += 1
-    if calls[0] == after:
-        self._handle.flush()
-        with open(marker + ".tmp", "w") as out:
-            json.dump({"key": key}, out)
-        os.replace(marker + ".tmp", marker)
-        time.sleep(600)
-        os._exit(97)
-ShardWriter.add = add
-from pipelines.cli import main
-sys.exit(main(sys.argv[3:]))
-"""
-
-
-def _kill_after_samples(args: list[str], samples: int, cwd: Path) -> None:
-    """`signmae ARGS` in a subprocess, SIGKILLed right after its `samples`-th sample was
-    written (in the middle of a shard)."""
-    marker = cwd / "paused.json"
-    log = cwd / "killed.log"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", PAUSE_SCRIPT, str(marker), str(samples),
-                                 *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():  # (a message is only made when its assert fails)
-            assert proc.poll() is None, f"ended before the pause:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no pause:\n{log.read_text()[-3000:]}"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-
-
 def test_a_killed_sharding_run_leaves_nothing_that_looks_complete_and_the_rerun_completes(
     data_store: tuple[Path, Path], tmp_path: Path
 ) -> None:
     settings = ["shard.max_samples=2", "shard.workers=1"]  # 4 shards of 2, 1, 2, 1 clips
     store = _copy(data_store, tmp_path / "store")
     args = ["run", "shard", *_args(store, data_store[1], *settings)]
-    _kill_after_samples(args, samples=3, cwd=tmp_path)  # the 2nd shard is half written
+    kill_at(args, "sample:3", tmp_path)  # SIGKILLed with the 2nd shard half written
 
     plan = _plan(store, data_store[1], *settings)
     key = plan.key("shard", "synthetic")
