@@ -8,8 +8,12 @@ Then, interleaved `--repeats` times, on one thread of one process (= one loader 
 the training transform (16 frames at stride 2, random resized crop to `--size`, flip):
 
   files    `ClipDataset` over the clip files (the store-direct reader)
-  indexed  `ShardClips`: the same transform, clips read by byte range from the shards
+  indexed  `ShardClips`: the same transform, clips read by byte range from the shards (member
+           offsets from the set's samples.parquet, as the shard stage writes it)
   stream   `ShardStream`: the WebDataset streaming pipeline (shard order, no buffer)
+  undecoded `ShardClips(decode=False)` + `collate_items`: what a loader worker does when the
+           training device decodes (`data.decode_on: device`): read, draw, cut the fields,
+           pool the JPEG bytes; no decode, no resize
 
 Prints clips/s (decoded clips) and views/s (training items) per reader and k; best of the
 repeats.
@@ -50,9 +54,17 @@ def make_frames(rng: np.random.Generator, count: int, size: int) -> list[np.ndar
 def make_data(work: Path, clips: int, stored: int, size: int) -> tuple[list[str], list[Any]]:
     """Clip files under work/clips and one shard set under work/shards; returns the clip paths
     and the shard sets."""
+    import pyarrow.parquet as pq
+
     from signmae_core.clips import ClipMeta, encode_jpeg, write_clip_jpegs
     from signmae_core.data.shards import ShardSet
-    from signmae_core.shards import ShardWriter, canonical_json
+    from signmae_core.shards import (
+        SAMPLES_NAME,
+        ShardWriter,
+        canonical_json,
+        member_location,
+        samples_table,
+    )
 
     (work / "clips").mkdir(parents=True, exist_ok=True)
     (work / "shards").mkdir(parents=True, exist_ok=True)
@@ -74,7 +86,12 @@ def make_data(work: Path, clips: int, stored: int, size: int) -> tuple[list[str]
                               "json": canonical_json({"video_id": video_id})})
     writer.close()
     (work / "shards" / "train-000000.tar").write_bytes(buffer.getvalue())
-    entry = {"path": "shards/train-000000.tar", "split": "train", "samples": clips}
+    rel = "shards/train-000000.tar"
+    rows = [{"key": key, "video_id": key, "split": "train", "shard": rel, "label_id": i % 10,
+             **member_location(members, "smclip")}
+            for i, (key, members) in enumerate(zip(writer.keys, writer.members, strict=True))]
+    pq.write_table(samples_table(rows), str(work / SAMPLES_NAME))
+    entry = {"path": rel, "split": "train", "samples": clips}
     return paths, [ShardSet("bench", str(work), [entry])]
 
 
@@ -83,6 +100,16 @@ def run_map(reader: Any, views: int, seed: int = 0) -> float:
     start = time.perf_counter()
     for i in range(len(reader)):
         reader.load_views(i, np.random.default_rng([seed, 0, i]), repeats=views)
+    return time.perf_counter() - start
+
+
+def run_undecoded(reader: Any, views: int, seed: int = 0) -> float:
+    """Seconds to make every clip's undecoded views and pool them, a batch per clip."""
+    from signmae_core.data.device import collate_items
+
+    start = time.perf_counter()
+    for i in range(len(reader)):
+        collate_items(reader.load_views(i, np.random.default_rng([seed, 0, i]), repeats=views))
     return time.perf_counter() - start
 
 
@@ -113,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     sampling = Sampling(num_frames=16, img_size=args.size, frame_stride=2)
     files = ClipDataset([ClipRecord(Path(p).stem, p) for p in paths], sampling)
     indexed = ShardClips(sets, sampling, ShardOpener())
+    undecoded = ShardClips(sets, sampling, ShardOpener(), decode=False)
     best: dict[tuple[str, int], float] = {}
     for _ in range(args.repeats):
         for k in (1, 2, 4):
@@ -121,17 +149,18 @@ def main(argv: list[str] | None = None) -> int:
                 "indexed": run_map(indexed, k),
                 "stream": run_stream(ShardStream(shard_refs(sets), sampling, ShardOpener(),
                                                  repeats=k, shuffle_shards=False)),
+                "undecoded": run_undecoded(undecoded, k),
             }
             for name, seconds in timings.items():
                 best[name, k] = min(best.get((name, k), float("inf")), seconds)
     print(f"{args.clips} clips of {args.stored} stored {args.size} px frames -> 16 frames at "
           f"{args.size} px; one thread, best of {args.repeats}")
-    print(f"{'reader':8} {'k':>2} {'clips/s':>8} {'views/s':>8} {'vs files':>8}")
+    print(f"{'reader':9} {'k':>2} {'clips/s':>8} {'views/s':>8} {'vs files':>8}")
     for k in (1, 2, 4):
-        for name in ("files", "indexed", "stream"):
+        for name in ("files", "indexed", "stream", "undecoded"):
             rate = args.clips / best[name, k]
             ref = args.clips / best["files", k]
-            print(f"{name:8} {k:>2} {rate:8.1f} {rate * k:8.1f} {rate / ref:7.2f}x")
+            print(f"{name:9} {k:>2} {rate:8.1f} {rate * k:8.1f} {rate / ref:7.2f}x")
     return 0
 
 

@@ -13,9 +13,10 @@ Output (see docs/TRAINING.md)::
 
 The version (`pipelines.dag`) hashes the pretrain, model, data and masking settings with the
 versions of every dataset's clip shards (and field shards, when the sampler or the loss reads
-mask fields); the clips are read from the shards (`pipelines.training.open_clips`). A killed
-run resumes from its newest checkpoint when started again on the same data; changed data under
-the same version starts it over (`pipelines.training`).
+mask fields); the clips are read from the shards (`pipelines.training.training_input`:
+`data.reader`, `data.decode_on`). A killed run resumes from its newest checkpoint when started
+again on the same data; changed data under the same version starts it over
+(`pipelines.training`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Output::
     <root>/<dataset>/shard/<version>/shards/<split>-<nnnnnn>.tar         clip samples
     <root>/<dataset>/shard/<version>/samples.parquet, index.json, _stage.json
     <root>/<dataset>/shard_fields/<version>/shards/<split>-<nnnnnn>.tar  field samples
-    <root>/<dataset>/shard_fields/<version>/index.json, _stage.json
+    <root>/<dataset>/shard_fields/<version>/samples.parquet, index.json, _stage.json
+
+Each set's `samples.parquet` says where every sample's member that readers fetch by byte range
+lies in its shard (`.smclip`, `.fields.npy.gz`), so a reader needs no scan of the tar headers.
 
 `shard` reads the decode output only, so its version does not depend on the masks: a new mask
 version rewrites only the (small) field shards of `shard_fields`, which follow the clip shards'
@@ -35,6 +38,7 @@ from signmae_core.errors import InputError
 from signmae_core.shards import (
     CLIP_MEMBERS,
     FIELD_MEMBERS,
+    FIELD_SAMPLES_SCHEMA,
     FORMAT,
     INDEX_NAME,
     SAMPLE_OVERHEAD,
@@ -48,12 +52,15 @@ from signmae_core.shards import (
     field_info,
     gzip_bytes,
     iter_shard_samples,
+    member_location,
     npy_bytes,
     sample_key,
+    sample_layout,
     samples_table,
     shard_entry,
     shard_rel,
 )
+from signmae_core.shards.format import Members
 from signmae_core.store import OutputEntry, atomic_output
 
 from . import outputs
@@ -76,8 +83,9 @@ class ShardJob:
 
 @dataclass
 class ShardDone:
-    """A shard in place: the keys it holds, its size and sha256, one row per sample of its job
-    (`video_id`, `status`, `error`)."""
+    """A shard in place: the keys it holds, where each sample's members lie (`ShardWriter.
+    members`), its size and sha256, one row per sample of its job (`video_id`, `status`,
+    `error`)."""
 
     job: ShardJob
     keys: list[str]
@@ -85,6 +93,11 @@ class ShardDone:
     sha256: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     kept: bool = False  # in place from an earlier run
+    members: list[Members] = field(default_factory=list)
+
+    def located(self, ext: str) -> dict[str, dict[str, int | None]]:
+        """key -> the samples.parquet columns that say where member `ext` lies."""
+        return {k: member_location(m, ext) for k, m in zip(self.keys, self.members, strict=True)}
 
 
 def content_hash(*parts: Any) -> str:
@@ -140,7 +153,7 @@ def _write_shard(ctx: StageContext, job: ShardJob, write: WriteSamples) -> Shard
             shard = ShardWriter(handle)
             rows = write(job, shard)
             shard.close()
-    return ShardDone(job, shard.keys, shard.bytes, shard.sha256, rows)
+    return ShardDone(job, shard.keys, shard.bytes, shard.sha256, rows, members=shard.members)
 
 
 def _previous_contents(ctx: StageContext) -> dict[str, str]:
@@ -207,8 +220,13 @@ def _read_back(ctx: StageContext, job: ShardJob, summarize: SummarizeSamples
     keys = [s["__key__"] for s in samples]
     if not set(keys) <= {s["key"] for s in job.samples}:
         return None
+    members, at = [], 0
+    for sample in samples:  # the writer's layout: offsets follow from the member sizes
+        layout, at = sample_layout(sample["__key__"], {ext: len(data) for ext, data in
+                                                       sample.items() if ext != "__key__"}, at)
+        members.append(layout)
     return ShardDone(job, keys, reader.bytes, reader.digest.hexdigest(), summarize(job, samples),
-                     kept=True)
+                     kept=True, members=members)
 
 
 def _write_journal(ctx: StageContext, jobs: list[ShardJob]) -> None:
@@ -306,7 +324,8 @@ def compute(ctx: StageContext) -> StageResult:
     done = write_shard_set(ctx, jobs, lambda j, s: write_clip_samples(ctx, j, s),
                            summarize_clips)
     specs = {s["key"]: s for job in jobs for s in job.samples}
-    samples = [{**specs[key], "shard": d.job.rel} for d in done for key in d.keys]
+    samples = [{**specs[key], "shard": d.job.rel, **where}
+               for d in done for key, where in d.located("smclip").items()]
     with ctx.writer.output(SAMPLES_NAME, checksum=True) as tmp:
         pq.write_table(samples_table(samples), str(tmp), compression="zstd")
     header = {
@@ -392,8 +411,13 @@ def compute_fields(ctx: StageContext) -> StageResult:
     )
     rows = [row for d in done for row in d.rows]
     status = {r["video_id"]: r["status"] for r in rows}
-    samples = [{"split": s["split"], "status": status[s["video_id"]]}
+    located = {key: where for d in done for key, where in d.located("fields.npy.gz").items()}
+    samples = [{**{n: s[n] for n in ("key", "video_id", "split", "shard")},
+                "status": status[s["video_id"]],
+                **located.get(s["key"], member_location({}, "fields.npy.gz"))}
                for job in jobs for s in job.samples]
+    with ctx.writer.output(SAMPLES_NAME, checksum=True) as tmp:
+        pq.write_table(samples_table(samples, FIELD_SAMPLES_SCHEMA), str(tmp), compression="zstd")
     header = {
         "dataset": dataset,
         "version": ctx.version,

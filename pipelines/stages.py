@@ -64,9 +64,10 @@ STAGES: list[Stage] = [
           "keypoints and part segmentation to Parquet"),
     Stage("masks", ("extract",), 1, ("masks",), True, "pipelines.masks:compute",
           "per-frame part presence and motion fields"),
-    Stage("shard", ("decode",), 1, ("shard",), True, "pipelines.shard:compute",
+    # shard 2, shard_fields 2: samples.parquet says where each member lies (no header scan)
+    Stage("shard", ("decode",), 2, ("shard",), True, "pipelines.shard:compute",
           "WebDataset shards of the clips per split, and their index"),
-    Stage("shard_fields", ("shard", "masks"), 1, (), True, "pipelines.shard:compute_fields",
+    Stage("shard_fields", ("shard", "masks"), 2, (), True, "pipelines.shard:compute_fields",
           "the mask fields as shards beside the clip shards"),
     Stage("pretrain", ("shard", "shard_fields"), 2, ("pretrain", "model", "data", "masking"),
           False, "pipelines.pretrain:compute", "masked video pretraining of the encoder",

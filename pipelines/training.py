@@ -104,15 +104,10 @@ def combined_classes(parts: Sequence[DatasetClips]) -> list[str]:
     return [f"{p.name}:{name}" for p in labelled_parts for name in p.class_names]
 
 
-def open_clips(
-    cfg: PipelineConfig, parts: Sequence[DatasetClips], train: bool, with_fields: bool
-) -> ShardClips:
-    """One reader over every dataset's shards, labels mapped onto `combined_classes`.
-
-    A `ShardClips` (map-style; the engine and evaluation call `load(index, rng, view,
-    num_views)`): index i is the i-th clip of `parts` in order, the order of the records. Shards
-    are opened through the store's filesystem, so any store root reads the same way."""
-    from signmae_core.data.shards import ShardClips, ShardOpener, ShardSet
+def shard_sets(cfg: PipelineConfig, parts: Sequence[DatasetClips]) -> tuple[list[Any], Any]:
+    """The parts' shard sets, labels offset onto `combined_classes`, and a `ShardOpener` on the
+    store's filesystem (any store root reads the same way)."""
+    from signmae_core.data.shards import ShardOpener, ShardSet
     from signmae_core.store import ArtifactStore
 
     sets, offset = [], 0
@@ -121,9 +116,24 @@ def open_clips(
         shard_set.label_offset = offset
         sets.append(shard_set)
         offset += len(part.class_names)
-    opener = ShardOpener(ArtifactStore.from_config(cfg.store).fs)
+    return sets, ShardOpener(ArtifactStore.from_config(cfg.store).fs)
+
+
+def open_clips(
+    cfg: PipelineConfig, parts: Sequence[DatasetClips], train: bool, with_fields: bool,
+    decode: bool = True,
+) -> ShardClips:
+    """One reader over every dataset's shards, labels mapped onto `combined_classes`.
+
+    A `ShardClips` (map-style; the engine and evaluation call `load(index, rng, view,
+    num_views)`): index i is the i-th clip of `parts` in order, the order of the records.
+    `decode=False`: undecoded items for the device decoder."""
+    from signmae_core.data.shards import ShardClips
+
+    sets, opener = shard_sets(cfg, parts)
     reader = ShardClips(sets, Sampling.from_config(cfg), opener, with_fields=with_fields,
-                        train=train, labelled_only=any(p.labelled_only for p in parts))
+                        train=train, labelled_only=any(p.labelled_only for p in parts),
+                        decode=decode)
     expected = [r["video_id"] for p in parts for r in p.records]
     if not expected:
         raise InputError("no clips to read in the chosen splits")
@@ -154,6 +164,43 @@ def model_input_info(cfg: PipelineConfig, views: int) -> dict[str, Any]:
 
 
 # ---- the worker ---------------------------------------------------------------------------------
+@dataclass
+class TrainingInput:
+    """What a training worker reads: the batch source (`start_at` resumes it), the hook that
+    finishes batches on the device (None: the loader decodes) and the damaged-sample count."""
+
+    source: Any
+    prepare: Any
+    skipped: Any  # () -> int
+
+
+def training_input(cfg: PipelineConfig, train: TrainConfig, parts: Sequence[DatasetClips],
+                   with_fields: bool, rank: int, world: int) -> TrainingInput:
+    """The reader of `data.reader` over the parts' shards: `shards` (`ShardClips` in
+    `RepeatedViews` batches) or `stream` (`ShardStream` in `StreamBatches`); decoding in the
+    loader or on the training device (`data.decode_on`, `DeviceDecode`)."""
+    from signmae_core.data.device import DeviceDecode, decode_on_device
+    from signmae_core.data.shards import RepeatedViews, ShardStream, StreamBatches, shard_refs
+    from signmae_core.train.engine import resolve_device
+
+    on_device = decode_on_device(cfg.data.decode_on, resolve_device(train.device))
+    prepare = DeviceDecode(cfg.model.img_size) if on_device else None
+    views = cfg.data.repeated_views
+    if cfg.data.reader == "shards":
+        clips = open_clips(cfg, parts, train=True, with_fields=with_fields, decode=not on_device)
+        source = RepeatedViews(clips, train.batch_size, views, seed=train.seed, rank=rank,
+                               world_size=world, threads=train.loader_threads)
+        return TrainingInput(source, prepare, lambda: clips.skipped.count)
+    sets, opener = shard_sets(cfg, parts)
+    stream = ShardStream(shard_refs(sets), Sampling.from_config(cfg), opener, seed=train.seed,
+                         with_fields=with_fields, repeats=views, buffer=cfg.data.stream_buffer,
+                         labelled_only=any(p.labelled_only for p in parts), decode=not on_device)
+    epoch_clips = cfg.data.stream_epoch_clips or sum(len(p.records) for p in parts)
+    batches = StreamBatches(stream, train.batch_size, cfg.data.stream_partitions, epoch_clips,
+                            views, rank=rank, world_size=world, workers=cfg.data.stream_workers)
+    return TrainingInput(batches, prepare, lambda: batches.skipped)
+
+
 def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Train on this worker (rank from torch.distributed) and, on rank 0, publish the model.
 
@@ -164,7 +211,6 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    from signmae_core.data.shards import RepeatedViews
     from signmae_core.train import Trainer
     from signmae_core.train.build import build_finetuning, build_pretraining
 
@@ -173,11 +219,7 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     train: TrainConfig = getattr(cfg, kind)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     parts = [DatasetClips(**p) for p in payload["parts"]]
-    clips = open_clips(cfg, parts, train=True, with_fields=payload["with_fields"])
-    source = RepeatedViews(
-        clips, train.batch_size, cfg.data.repeated_views, seed=train.seed, rank=rank,
-        world_size=world, threads=train.loader_threads,
-    )
+    data = training_input(cfg, train, parts, payload["with_fields"], rank, world)
     torch.manual_seed(train.seed)
     figure_fn = None
     if kind == "pretrain":
@@ -187,9 +229,9 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(payload["run_dir"])
     meta = {"kind": kind, "class_names": names, "model": cfg.model.model_dump()}
     trainer = Trainer(model, task, train, payload["total_steps"], run_dir=run_dir, meta=meta,
-                      figure_fn=figure_fn)
-    result = trainer.fit(source)
-    skipped = clips.skipped.count
+                      figure_fn=figure_fn, prepare=data.prepare)
+    result = trainer.fit(data.source)
+    skipped = data.skipped()
     if result.ran_out_of_data:
         raise RuntimeError(f"the clips ran out at step {result.state.step}")
     if rank == 0:

@@ -307,6 +307,26 @@ def test_a_reshard_is_byte_identical(sharded: Path, data_store: tuple[Path, Path
         assert _files(_folder(other, stage)) == _files(_folder(sharded, stage)), stage
 
 
+def test_samples_parquet_says_where_each_read_member_lies(sharded: Path) -> None:
+    """Both sets' samples.parquet: one row per sample in shard order, with the offset and size
+    of the member readers fetch by byte range, as tarfile finds them."""
+    for stage, ext, columns in (("shard", "smclip", ("smclip_offset", "smclip_bytes")),
+                                ("shard_fields", "fields.npy.gz",
+                                 ("fields_offset", "fields_bytes"))):
+        folder = _folder(sharded, stage)
+        expected = []
+        for tar_path in _tars(folder):
+            with tarfile.open(tar_path) as tar:
+                expected += [(f"shards/{tar_path.name}", m.name.split(".", 1)[0],
+                              m.offset_data, m.size)
+                             for m in tar.getmembers() if m.name.split(".", 1)[1] == ext]
+        rows = pq.read_table(folder / "samples.parquet").to_pylist()
+        assert len(rows) == len(expected) == CLIPS, stage
+        assert [(r["shard"], r["key"], r[columns[0]], r[columns[1]]) for r in rows] == expected
+        if stage == "shard_fields":
+            assert {r["status"] for r in rows} == {"ok"}
+
+
 # ---- a killed run --------------------------------------------------------------------------------
 def test_a_killed_sharding_run_leaves_nothing_that_looks_complete_and_the_rerun_completes(
     data_store: tuple[Path, Path], tmp_path: Path

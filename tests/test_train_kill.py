@@ -105,3 +105,47 @@ def test_killed_while_a_checkpoint_is_written_resumes_to_the_uninterrupted_run(
     assert [r["step"] for r in metrics_rows(run)] == [1, 2]
     assert not (run / "_stage.json").exists()
     rerun_and_compare(args, tmp_path, run, reference)
+
+
+# ---- the streaming reader ---------------------------------------------------------------------
+STREAM = [  # 3 training clips; an epoch of the stream: 6 clips = 3 steps of 2 clips (1 per
+    # partition), so a run of 4 steps crosses into epoch 1; 2 views per clip, decoded by the
+    # device path (on the CPU), 2 DataLoader processes reading the partitions
+    "pretrain.batch_size=2", "pretrain.grad_accum=1", f"pretrain.epochs={STEPS}",
+    "data.reader=stream", "data.stream_partitions=2", "data.stream_epoch_clips=6",
+    "data.stream_buffer=2", "data.stream_workers=2", "data.repeated_views=2",
+    "data.decode_on=device",
+]
+
+
+@pytest.fixture(scope="module")
+def stream_reference(data: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory
+                     ) -> Path:
+    store, args = data
+    folder = tmp_path_factory.mktemp("stream-reference")
+    target = folder / "store"
+    run_cli([*args, *[a for o in STREAM for a in ("--set", o)],
+             *copy_store(store, target)], cwd=folder)
+    run = run_folder(target, "pretrain")
+    assert [r["step"] for r in metrics_rows(run)] == list(range(1, STEPS + 1))
+    return run
+
+
+def test_a_killed_stream_run_resumes_mid_epoch_to_the_uninterrupted_run(
+    data: tuple[Path, list[str]], stream_reference: Path, tmp_path: Path
+) -> None:
+    """`data.reader: stream`: killed inside step 3 (epoch 0, its checkpoint at step 2), the
+    rerun re-draws epoch 0's partitions, skips the 2 clips per partition already trained on,
+    crosses into epoch 1, and ends with the uninterrupted run's losses and weights."""
+    store, args = data
+    args = [*args, *[a for o in STREAM for a in ("--set", o)],
+            *copy_store(store, tmp_path / "store")]
+    seen = kill_at(args, "backward:3", cwd=tmp_path)
+    assert seen["backward_passes"] == 3
+    run = run_folder(tmp_path / "store", "pretrain")
+    assert checkpoints(run) == ["step_00000001", "step_00000002"]
+    kept = metrics_rows(run)[:2]
+    run_cli(args, cwd=tmp_path)
+    assert record_extra(run)["resumed_from"] == 2
+    assert metrics_rows(run)[:2] == kept
+    assert_same_run(run, stream_reference)

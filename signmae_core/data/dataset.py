@@ -127,6 +127,14 @@ class FileClip:
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         return self.read(self.path, list(indices))
 
+    @property
+    def jpegs(self) -> list[bytes]:
+        """The clip file's JPEG frames as stored (read from the file; for a device decoder)."""
+        from signmae_core.clips import read_clip_bytes
+
+        with open(self.path, "rb") as handle:
+            return read_clip_bytes(handle.read(), self.path)[1]
+
 
 @dataclass
 class BytesClip:
@@ -180,6 +188,7 @@ def clip_items(
     view: int = 0,
     num_views: int = 1,
     repeats: int = 1,
+    decode: bool = True,
 ) -> list[dict[str, Any]]:
     """The one per-clip transform: a stored clip (+ its fields) -> `repeats` augmented items.
 
@@ -188,17 +197,30 @@ def clip_items(
     match the clip) and `sample_view`. Training (`rng`): view r draws its frames, crop and flip
     from `rng` after view r-1, so `repeats=1` is the single-view item; the frames of every view
     are decoded once. Evaluation (`rng` None): the deterministic view `view` of `num_views`.
+
+    `decode=False` (a device decoder follows): nothing is decoded; instead of `clips` an item
+    holds `jpegs` (the T stored JPEG frames of its view, shared objects across views), `box`
+    (4,) int64 (y0, x0, h, w), `flip` and `clip_hw` (2,) int64, the same draws, and the fields
+    transformed as above (`signmae_core.data.device.decode_batch` finishes the clips).
     """
     s = sampling
     draws = [draw_view(clip, s, rng, view, num_views) for _ in range(repeats)]
-    wanted = np.concatenate([d[0] for d in draws])
-    unique, inverse = np.unique(wanted, return_inverse=True)
-    decoded = clip.frames(unique.tolist())[inverse]
+    if decode:
+        wanted = np.concatenate([d[0] for d in draws])
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        decoded = clip.frames(unique.tolist())[inverse]
+    else:
+        jpegs = clip.jpegs  # type: ignore[attr-defined]
     items = []
     for r, (frames_index, box, flip) in enumerate(draws):
-        frames = decoded[r * s.num_frames : (r + 1) * s.num_frames]
-        item: dict[str, Any] = {"clips": transform_clip(frames, box, s.img_size, flip),
-                                "sample_view": r if rng is not None else view}
+        item: dict[str, Any] = {"sample_view": r if rng is not None else view}
+        if decode:
+            frames = decoded[r * s.num_frames : (r + 1) * s.num_frames]
+            item["clips"] = transform_clip(frames, box, s.img_size, flip)
+        else:
+            item.update(jpegs=[jpegs[int(t)] for t in frames_index], flip=flip,
+                        box=np.asarray(box, dtype=np.int64),
+                        clip_hw=np.asarray((clip.height, clip.width), dtype=np.int64))
         item.update(_item_fields(clip, s, fields, frames_index, box, flip))
         items.append(item)
     return items
@@ -221,7 +243,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """Map-style dataset over `ClipRecord`s; see the module docstring for the item layout.
 
     `fields` is one source for every record, or a mapping dataset name -> source (records of
-    several datasets in one reader); None gives items without fields.
+    several datasets in one reader); None gives items without fields. `decode=False` gives
+    undecoded items (`clip_items`) for a device decoder.
     """
 
     def __init__(
@@ -233,8 +256,10 @@ class ClipDataset(torch.utils.data.Dataset):
         seed: int = 0,
         read_frames: FrameReader = _default_frame_reader,
         read_meta: Any = _default_meta,
+        decode: bool = True,
     ) -> None:
         self.records = list(records)
+        self.decode = decode
         self.sampling = sampling
         self.fields = fields
         self.train = train
@@ -289,7 +314,7 @@ class ClipDataset(torch.utils.data.Dataset):
         record = self.records[index]
         fields = MISSING if self.fields is None else self._fields_of(record)
         items = clip_items(self.open_clip(record), self.sampling, fields, rng, view, num_views,
-                           repeats)
+                           repeats, decode=self.decode)
         for item in items:
             item.update(label=int(record.label), video_id=record.video_id)
         return items

@@ -4,13 +4,19 @@ Two readers over the same shards, one per-clip transform (`signmae_core.data.dat
 the one `ClipDataset` uses for clip files):
 
 - `ShardClips`: a map-style `ClipDataset` whose clips are shard members, read by byte range
-  (each shard's tar headers are scanned once, a few hundred bytes per member). Training's
-  default: `EpochBatches` gives its deterministic per-epoch permutation of the stable ids, so a
-  run is the same for any number of workers and loader threads and resumes exactly.
+  (where each member lies comes from the set's `samples.parquet`; sets without member offsets
+  have their tar headers scanned). Training's default (`data.reader: shards`): `EpochBatches`
+  gives its deterministic per-epoch permutation of the stable ids, so a run is the same for
+  any number of workers and loader threads and resumes exactly.
 - `ShardStream`: a WebDataset streaming pipeline (an `IterableDataset` for a torch DataLoader):
   shard shuffle, sample shuffle buffer, split by node and by DataLoader worker, or resampled
   shards with a known epoch length for distributed training; each clip shard is zipped with its
-  field shard (same name, same keys in order).
+  field shard (same name, same keys in order). For training (`data.reader: stream`),
+  `StreamBatches` reads it in seeded partitions (`ShardStream.partitioned`): batches that do
+  not depend on the worker split, resumable at any step.
+
+`decode=False` readers leave the JPEG frames undecoded for the training device
+(`signmae_core.data.device`).
 
 Every item has `sample_epoch`, `sample_index` (the clip's **stable id**: its position in the
 concatenation of the shard sets' shards, in index order) and `sample_view`; its augmentation
@@ -25,6 +31,7 @@ skipped with a warning and counted (`SkipCounter`), never a crash.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import random
@@ -40,9 +47,10 @@ import pyarrow.fs as pafs
 import torch
 
 from signmae_core.errors import InputError
-from signmae_core.shards.format import load_npy
+from signmae_core.shards.format import load_npy, video_id_of
 
 from .dataset import MISSING, BytesClip, ClipDataset, ClipRecord, Sampling, clip_items
+from .device import collate_items, decode_jpegs, device_clip_views  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +65,8 @@ class MissingShardError(InputError):
 # ---- shard sets -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ShardRef:
-    """One clip shard (+ its field shard) and the stable id of its first sample."""
+    """One clip shard (+ its field shard) and the stable id of its first sample; `rel` is its
+    path in the set's folder (`shards/<split>-<n>.tar`), `bytes` its size in the index."""
 
     url: str
     samples: int
@@ -65,6 +74,8 @@ class ShardRef:
     dataset: str = ""
     label_offset: int = 0
     fields_url: str | None = None
+    rel: str = ""
+    bytes: int | None = None
 
 
 @dataclass
@@ -95,7 +106,8 @@ def shard_refs(sets: Sequence[ShardSet]) -> list[ShardRef]:
         for entry in s.shards:
             fields = f"{s.fields_folder}/{entry['path']}" if s.fields_folder else None
             refs.append(ShardRef(f"{s.folder}/{entry['path']}", int(entry["samples"]), first,
-                                 s.dataset, s.label_offset, fields))
+                                 s.dataset, s.label_offset, fields, entry["path"],
+                                 entry.get("bytes")))
             first += int(entry["samples"])
     return refs
 
@@ -127,6 +139,23 @@ class ShardOpener:
             return self.fs.open_input_file(path)
         except (OSError, FileNotFoundError) as exc:
             self._check(path, exc)
+
+    def sizes(self, paths: Sequence[str]) -> list[int]:
+        """The sizes of `paths` (`get_file_info`: a metadata request per path on object
+        stores, no data read); a missing one raises `MissingShardError`."""
+        infos = self.fs.get_file_info(list(paths))
+        for info in infos:
+            if info.type == pafs.FileType.NotFound:
+                raise MissingShardError(f"shard {info.path} is missing")
+        return [int(info.size) for info in infos]
+
+    def table(self, path: str) -> Any:
+        """A Parquet table of the store (None when there is none)."""
+        import pyarrow.parquet as pq
+
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        return pq.read_table(path, filesystem=self.fs)
 
 
 class SkipCounter:
@@ -168,12 +197,17 @@ def sample_field_array(field_sample: dict[str, Any] | None) -> np.ndarray | None
 
 def sample_items(sample: dict[str, Any], field_sample: dict[str, Any] | None, stable_id: int,
                  epoch: int, ref: ShardRef, sampling: Sampling, seed: int, with_fields: bool,
-                 repeats: int = 1) -> list[dict[str, Any]]:
-    """A shard sample (+ its field sample) -> `repeats` augmented training items."""
-    clip = BytesClip.parse(sample["smclip"], f"{ref.url}:{sample['__key__']}")
+                 repeats: int = 1, decode: bool = True, clip: BytesClip | None = None
+                 ) -> list[dict[str, Any]]:
+    """A shard sample (+ its field sample) -> `repeats` augmented training items, drawn from
+    `default_rng([seed, epoch, stable_id])` (`sample_index` = `stable_id`); `decode=False`:
+    undecoded items for a device decoder (`clip_items`). `clip`: the sample's clip parsed
+    already."""
+    if clip is None:
+        clip = BytesClip.parse(sample["smclip"], f"{ref.url}:{sample['__key__']}")
     fields = sample_field_array(field_sample) if with_fields else MISSING
     rng = np.random.default_rng([seed, epoch, stable_id])
-    items = clip_items(clip, sampling, fields, rng, repeats=repeats)
+    items = clip_items(clip, sampling, fields, rng, repeats=repeats, decode=decode)
     meta = json.loads(sample["json"]) if "json" in sample else {}
     for item in items:
         item.update(label=sample_label(sample, ref.label_offset),
@@ -237,7 +271,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                  seed: int = 0, with_fields: bool = False, repeats: int = 1, buffer: int = 0,
                  shuffle_shards: bool = True, resample: bool = False,
                  samples_per_epoch: int | None = None, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, labelled_only: bool = False,
+                 decode: bool = True) -> None:
         if resample and not samples_per_epoch:
             raise ValueError("resampled shards need samples_per_epoch (the epoch length)")
         self.refs, self.sampling, self.opener = list(refs), sampling, opener
@@ -245,8 +280,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.shuffle_shards, self.resample = shuffle_shards, resample
         self.samples_per_epoch = samples_per_epoch
         self.rank, self.world_size = rank, world_size
+        self.labelled_only, self.decode = labelled_only, decode
         self.epoch = 0
         self.skipped = SkipCounter()
+        self.plan: StreamPlan | None = None  # set: the training mode (`partitioned`)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -288,6 +325,9 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from webdataset.filters import _shuffle
 
+        if self.plan is not None:
+            yield from self._partitioned()
+            return
         rank, world, worker, workers = self._split()
         source = self.samples()
         if self.buffer > 1:
@@ -298,9 +338,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             limit = max(1, self.samples_per_epoch // (world * workers))
         produced = 0
         for clip, fsample, stable_id, ref in source:
+            if self.labelled_only and "cls" not in clip:
+                continue
             try:
                 items = sample_items(clip, fsample, stable_id, self.epoch, ref, self.sampling,
-                                     self.seed, self.with_fields, self.repeats)
+                                     self.seed, self.with_fields, self.repeats, self.decode)
             except DAMAGE as exc:
                 self.skipped(f"sample {clip.get('__key__')} of {ref.url}", exc)
                 continue
@@ -310,7 +352,229 @@ class ShardStream(torch.utils.data.IterableDataset):
                 return
 
 
-# ---- the map-style reader ----------------------------------------------------------------------
+    # ---- the training mode: partitioned, resampled, resumable -------------------------------
+    def partitioned(self, plan: StreamPlan) -> ShardStream:
+        """A copy of this stream that reads `plan` (what `StreamBatches` hands a DataLoader)."""
+        out = object.__new__(ShardStream)
+        out.__dict__.update(self.__dict__)
+        out.plan, out.epoch, out.skipped = plan, plan.epoch, SkipCounter()
+        return out
+
+    def _resampled(self, partition: int) -> Iterator[tuple[dict, dict | None, int, ShardRef]]:
+        """Partition `partition`'s samples in this epoch: shards drawn with replacement
+        (weighted by their samples) from an RNG of (seed, epoch, partition), then the shuffle
+        buffer seeded the same way. Raises when many draws in a row give no sample."""
+        from webdataset.filters import _shuffle
+
+        draw = random.Random(_stream_seed(self.seed, self.epoch, partition, 0))
+        weights = [max(ref.samples, 1) for ref in self.refs]
+
+        def source() -> Iterator[tuple[dict, dict | None, int, ShardRef]]:
+            empty = 0
+            while empty < 4 * len(self.refs) + 16:
+                ref = draw.choices(self.refs, weights)[0]
+                clips = _shard_samples(self.opener, ref.url, self.skipped)
+                fields = None
+                if self.with_fields and ref.fields_url:
+                    fields = _shard_samples(self.opener, ref.fields_url, self.skipped)
+                empty += 1
+                for position, (clip, fsample) in enumerate(zip_fields(clips, fields)):
+                    empty = 0
+                    yield clip, fsample, ref.first_id + position, ref
+            raise InputError("the stream's shards gave no sample in many draws")
+
+        samples = source()
+        if self.buffer > 1:
+            shuffle = random.Random(_stream_seed(self.seed, self.epoch, partition, 1))
+            samples = _shuffle(samples, bufsize=self.buffer, initial=self.buffer, rng=shuffle)
+        return samples
+
+    def _usable(self, sample: dict[str, Any], fsample: dict[str, Any] | None, ref: ShardRef
+                ) -> tuple[BytesClip, dict[str, Any] | None] | None:
+        """(parsed clip, field sample with its array decoded) when the sample counts as a clip
+        of the stream (the same test for a resume's skipped clips as for trained ones): it
+        parses, fields included, and has a label when only labelled clips are read; None
+        otherwise (damage is warned about and counted)."""
+        if self.labelled_only and "cls" not in sample:
+            return None
+        try:
+            clip = BytesClip.parse(sample["smclip"], f"{ref.url}:{sample['__key__']}")
+            fields = sample_field_array(fsample) if self.with_fields else None
+        except DAMAGE as exc:
+            self.skipped(f"sample {sample.get('__key__')} of {ref.url}", exc)
+            return None
+        return clip, None if fields is None else {"fields.npy.gz": fields}
+
+    def partition_clips(self, partition: int) -> Iterator[list[dict[str, Any]]]:
+        """The items (k per clip) of partition `partition`'s clips `plan.skip` to `plan.clips`
+        of this epoch. A clip's `sample_index` is its draw id `partition * plan.clips +
+        position`, which also seeds its augmentation (a clip drawn twice gets other views and
+        masks). Clips before `plan.skip` are read and parsed, not decoded."""
+        plan = self.plan
+        assert plan is not None
+        position, unusable = 0, 0
+        limit = max(1000, 4 * sum(ref.samples for ref in self.refs))
+        if plan.skip >= plan.clips:
+            return
+        for sample, fsample, _, ref in self._resampled(partition):
+            usable = self._usable(sample, fsample, ref)
+            if usable is None:
+                unusable += 1
+                if unusable > limit:
+                    raise InputError(f"no usable clip in {limit} samples of the stream")
+                continue
+            unusable = 0
+            if position >= plan.skip:
+                draw = partition * plan.clips + position
+                try:
+                    items = sample_items(sample, usable[1], draw, self.epoch, ref,
+                                         self.sampling, self.seed, self.with_fields,
+                                         self.repeats, self.decode, clip=usable[0])
+                except DAMAGE as exc:  # only decoding showed it: the partition moves on
+                    self.skipped(f"sample {sample.get('__key__')} of {ref.url}", exc)
+                    continue
+                yield items
+            position += 1
+            if position >= plan.clips:
+                return
+
+    def _partitioned(self) -> Iterator[dict[str, Any]]:
+        """This DataLoader worker's share of the plan's partitions, a chunk of each in turn,
+        one element per clip: {"partition", "views": [k items], "skipped": (worker, damaged
+        samples so far)}."""
+        plan = self.plan
+        assert plan is not None
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        streams = [(p, self.partition_clips(p)) for p in plan.partitions[worker::workers]]
+        while streams:
+            alive = []
+            for partition, clips in streams:
+                given = 0
+                for views in itertools.islice(clips, plan.chunk):
+                    given += 1
+                    yield {"partition": partition, "views": views,
+                           "skipped": (worker, self.skipped.count)}
+                if given == plan.chunk:
+                    alive.append((partition, clips))
+            streams = alive
+
+
+def _as_is(element: Any) -> Any:
+    """The DataLoader's per-element conversion: none (items stay as the stream made them)."""
+    return element
+
+
+def _stream_seed(*parts: int) -> int:
+    """A 63-bit seed for `random.Random` from integers (stable across processes and Pythons)."""
+    return int(np.random.default_rng(list(parts)).integers(2**63))
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What one epoch of a training worker reads from a partitioned `ShardStream`: its
+    `partitions`, `clips` clips per partition this epoch, the first `skip` of them already
+    trained on (resume), handed out `chunk` clips of a partition at a time."""
+
+    epoch: int
+    partitions: tuple[int, ...]
+    clips: int
+    skip: int
+    chunk: int
+
+
+class StreamBatches:
+    """Resumable training batches from a `ShardStream` (`data.reader: stream`).
+
+    Each epoch has `partitions` sample streams (`ShardStream.partition_clips`: resampled shards
+    and a shuffle buffer seeded by (seed, epoch, partition)), of `epoch_clips // partitions`
+    clips each. Global batch i of an epoch is clips `[i*c, (i+1)*c)` of every partition, c =
+    batch_size / partitions, so `batches_per_epoch = (epoch_clips // partitions) // c`; worker
+    r of W reads partitions r, r+W, ... (W must divide `partitions`) and its rows are their
+    chunks in partition order, k views each. A batch's clips, augmentations and masks therefore
+    do not depend on W or on how many DataLoader processes (`workers`) read the partitions.
+
+    Resume (`start_at(samples)`): the epoch and the batches done in it follow from the global
+    view count; every partition re-draws its stream and skips the clips already trained on
+    (read and parsed, not decoded), so the run continues exactly, at any step.
+    """
+
+    def __init__(self, stream: ShardStream, batch_size: int, partitions: int, epoch_clips: int,
+                 views: int = 1, rank: int = 0, world_size: int = 1, workers: int = 0,
+                 start_sample: int = 0) -> None:
+        if batch_size % partitions:
+            raise InputError(f"batch_size {batch_size} is not a multiple of "
+                             f"data.stream_partitions {partitions}")
+        if partitions % world_size:
+            raise InputError(f"data.stream_partitions {partitions} is not a multiple of "
+                             f"{world_size} training workers")
+        self.stream, self.batch_size, self.partitions = stream, batch_size, partitions
+        self.views, self.rank, self.world_size = views, rank, world_size
+        self.workers, self.start_sample, self.epoch_clips = workers, start_sample, epoch_clips
+        self.chunk = batch_size // partitions
+        self.per_partition = epoch_clips // partitions
+        if self.per_partition < self.chunk:
+            raise InputError(f"an epoch of {epoch_clips} clips is less than one batch of "
+                             f"{batch_size}")
+        self.skipped_done = 0  # damaged samples counted in finished epochs
+        self._skipped_now: dict[int, int] = {}
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.per_partition // self.chunk
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Global items (views) per epoch."""
+        return self.batches_per_epoch * self.batch_size * self.views
+
+    @property
+    def skipped(self) -> int:
+        """Damaged samples this worker's streams skipped so far."""
+        return self.skipped_done + sum(self._skipped_now.values())
+
+    def start_at(self, samples: int) -> StreamBatches:
+        """The same batches from global item count `samples` on (a whole number of batches)."""
+        if samples % (self.batch_size * self.views):
+            raise ValueError(f"cannot resume at sample {samples}: not a multiple of the batch")
+        out = object.__new__(StreamBatches)
+        out.__dict__.update(self.__dict__)
+        out.start_sample, out._skipped_now = samples, {}
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        done = self.start_sample // (self.batch_size * self.views)
+        epoch, first = divmod(done, self.batches_per_epoch)
+        while True:
+            yield from self._epoch(epoch, first)
+            epoch, first = epoch + 1, 0
+
+    def _epoch(self, epoch: int, first: int) -> Iterator[dict[str, Any]]:
+        """The rest of epoch `epoch` from its batch `first`."""
+        mine = tuple(range(self.rank, self.partitions, self.world_size))
+        plan = StreamPlan(epoch, mine, self.batches_per_epoch * self.chunk, first * self.chunk,
+                          self.chunk)
+        stream = self.stream.partitioned(plan)
+        workers = min(self.workers, len(mine))
+        source: Any = stream
+        if workers > 0:  # its own generator: the global torch RNG (dropout) stays untouched
+            generator = torch.Generator().manual_seed(_stream_seed(self.stream.seed, epoch, 2))
+            source = torch.utils.data.DataLoader(
+                stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                prefetch_factor=max(2, 2 * self.chunk), persistent_workers=False,
+                generator=generator)
+        pending: dict[int, list[list[dict[str, Any]]]] = {p: [] for p in mine}
+        for element in source:
+            pending[int(element["partition"])].append(element["views"])
+            worker, count = element["skipped"]
+            self._skipped_now[worker] = count
+            if all(len(pending[p]) >= self.chunk for p in mine):
+                clips = [views for p in mine for views in pending[p][: self.chunk]]
+                for p in mine:
+                    del pending[p][: self.chunk]
+                yield collate_items([item for views in clips for item in views])
+        self.skipped_done += sum(self._skipped_now.values())
+        self._skipped_now = {}
 @dataclass(frozen=True)
 class Member:
     """Where one tar member's bytes are: (offset, size) in the shard file."""
@@ -319,9 +583,37 @@ class Member:
     size: int
 
 
-def scan_shard(opener: ShardOpener, url: str, skip: SkipCounter
-               ) -> list[tuple[str, dict[str, Member]]]:
-    """(key, {ext: Member}) of every sample of a shard, in order, from its tar headers only.
+Located = list[tuple[str, dict[str, Member]]]  # (key, {ext: Member}) per sample, in order
+
+
+def member_index(opener: ShardOpener, folder: str | None, ext: str
+                 ) -> tuple[dict[str, Located], dict[str, int]] | None:
+    """Where member `ext` of every sample lies, from the shard set's `samples.parquet`
+    (`signmae_core.shards.MEMBER_COLUMNS`): ({shard rel: [(key, {ext: Member})]}, {key: label
+    id} for clip sets); None when the set has no such table or it predates member offsets (the
+    reader then scans the tar headers)."""
+    from signmae_core.shards import MEMBER_COLUMNS, SAMPLES_NAME
+
+    table = None if folder is None else opener.table(f"{folder}/{SAMPLES_NAME}")
+    offset, size = MEMBER_COLUMNS[ext]
+    if table is None or offset not in table.column_names:
+        return None
+    rows = table.to_pydict()
+    located: dict[str, Located] = {}
+    for i, key in enumerate(rows["key"]):
+        at = rows[offset][i]
+        members = {} if at is None else {ext: Member(int(at), int(rows[size][i]))}
+        located.setdefault(rows["shard"][i], []).append((key, members))
+    labels = {}
+    if "label_id" in rows:
+        labels = {k: -1 if v is None else int(v) for k, v in zip(rows["key"], rows["label_id"],
+                                                                   strict=True)}
+    return located, labels
+
+
+def scan_shard(opener: ShardOpener, url: str, skip: SkipCounter) -> Located:
+    """(key, {ext: Member}) of every sample of a shard, in order, from its tar headers only
+    (a read per member: the fallback when the set's samples.parquet has no member offsets).
     A truncated shard keeps the samples before the break (warned and counted)."""
     handle = opener.file(url)
     samples: list[tuple[str, dict[str, Member]]] = []
@@ -355,42 +647,72 @@ class ShardRecord(ClipRecord):
 class ShardClips(ClipDataset):
     """Map-style reader of shard sets: index i is the sample with stable id i (module docstring).
 
-    Items as `ClipDataset` gives them (the same transform); a sample whose member is damaged is
-    replaced by the next readable one in stable-id order (warned, counted in `skipped.count`),
-    so batches keep their size and no step crashes.
+    Where each sample's `.smclip` (and `.fields.npy.gz`) lies comes from the sets'
+    `samples.parquet` (one read per set, and each shard's size looked up; a missing shard
+    raises); sets without member offsets have their tar headers scanned instead. Items as
+    `ClipDataset` gives them (the same transform); a sample whose member is damaged is replaced
+    by the next readable one in stable-id order (warned, counted in `skipped.count`), so batches
+    keep their size and no step crashes. `decode=False` gives undecoded items for a device
+    decoder (`signmae_core.data.device`).
     """
 
     def __init__(self, sets: Sequence[ShardSet], sampling: Sampling, opener: ShardOpener,
                  with_fields: bool = False, train: bool = True, seed: int = 0,
-                 labelled_only: bool = False) -> None:
+                 labelled_only: bool = False, decode: bool = True) -> None:
         self.opener = opener
         self.skipped = SkipCounter()
         self.files: dict[str, Any] = {}
         self._files_lock = threading.Lock()
-        records = []
-        for ref in shard_refs(sets):
-            records += self._scan(ref, with_fields)
+        refs = shard_refs(sets)
+        self._check_sizes(refs, with_fields)
+        records, at = [], 0
+        for shard_set in sets:
+            clips = member_index(opener, shard_set.folder, "smclip")
+            fields = None
+            if with_fields:
+                fields = member_index(opener, shard_set.fields_folder, "fields.npy.gz")
+            for ref in refs[at : at + len(shard_set.shards)]:  # shard_refs: set by set
+                records += self._records(ref, with_fields, clips, fields)
+            at += len(shard_set.shards)
         if labelled_only:
             records = [r for r in records if r.label >= 0]
         super().__init__(records, sampling, fields={} if with_fields else None, train=train,
-                         seed=seed)
+                         seed=seed, decode=decode)
 
-    def _scan(self, ref: ShardRef, with_fields: bool) -> list[ShardRecord]:
-        clips = scan_shard(self.opener, ref.url, self.skipped)
-        fields: dict[str, Member] = {}
+    def _check_sizes(self, refs: Sequence[ShardRef], with_fields: bool) -> None:
+        """Every shard is there (`MissingShardError` names the first that is not); a clip shard
+        whose size is not its index's is warned about (its damaged members are skipped)."""
+        urls = [r.url for r in refs] + [r.fields_url for r in refs if with_fields and r.fields_url]
+        sizes = self.opener.sizes(urls)
+        for ref, size in zip(refs, sizes, strict=False):  # the clip shards come first
+            if ref.bytes is not None and size != ref.bytes:
+                log.warning("%s: %d bytes, its index says %d", ref.url, size, ref.bytes)
+
+    def _records(self, ref: ShardRef, with_fields: bool, clips: Any, fields: Any
+                 ) -> list[ShardRecord]:
+        """The shard's samples as records: member offsets from the set's samples.parquet when
+        it has them (`member_index`), else from the tar headers."""
+        labels: dict[str, int] = {}
+        if clips is not None:
+            located, labels = clips[0].get(ref.rel, []), clips[1]
+        else:
+            located = scan_shard(self.opener, ref.url, self.skipped)
+        field_members: dict[str, Member] = {}
         if with_fields and ref.fields_url:
-            for key, members in scan_shard(self.opener, ref.fields_url, self.skipped):
-                if "fields.npy.gz" in members:
-                    fields[key] = members["fields.npy.gz"]
-        if len(clips) < ref.samples:
-            log.warning("%s: %d of %d samples readable", ref.url, len(clips), ref.samples)
+            scanned = (fields[0].get(ref.rel, []) if fields is not None
+                       else scan_shard(self.opener, ref.fields_url, self.skipped))
+            field_members = {k: m["fields.npy.gz"] for k, m in scanned if "fields.npy.gz" in m}
+        if len(located) < ref.samples:
+            log.warning("%s: %d of %d samples readable", ref.url, len(located), ref.samples)
         out = []
-        for position, (key, members) in enumerate(clips):
-            label = -1
-            if "cls" in members:
-                label = int(self.read(ref.url, members["cls"])) + ref.label_offset
-            out.append(ShardRecord(key, ref.url, label, "", ref.dataset, ref.first_id + position,
-                                   members.get("smclip"), ref.fields_url, fields.get(key)))
+        for position, (key, members) in enumerate(located):
+            label = labels.get(key, -1)
+            if clips is None and "cls" in members:
+                label = int(self.read(ref.url, members["cls"]))
+            out.append(ShardRecord(video_id_of(key), ref.url,
+                                   label + ref.label_offset if label >= 0 else -1, "",
+                                   ref.dataset, ref.first_id + position, members.get("smclip"),
+                                   ref.fields_url, field_members.get(key)))
         return out
 
     def read(self, path: str, member: Member) -> bytes:
@@ -463,12 +785,10 @@ class RepeatedViews:
 
     @staticmethod
     def _collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        from signmae_core.train.batches import collate
-
         flat = [{**view, "sample_epoch": item["sample_epoch"],
                  "sample_index": item["sample_index"]}
                 for item in items for view in item["views"]]
-        return collate(flat)
+        return collate_items(flat)
 
     def start_at(self, samples: int) -> RepeatedViews:
         out = object.__new__(RepeatedViews)
@@ -481,35 +801,3 @@ class RepeatedViews:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.inner)
-
-
-# ---- device decode ------------------------------------------------------------------------------
-def decode_jpegs(jpegs: Sequence[bytes], device: torch.device | str = "cpu") -> torch.Tensor:
-    """JPEG frames -> (N, 3, H, W) uint8 on `device`, one batched call (nvjpeg on CUDA)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
-    out = decode_jpeg(data, mode=ImageReadMode.RGB, device=torch.device(device))
-    return torch.stack(list(out))
-
-
-def device_clip_views(jpegs: Sequence[bytes], height: int, width: int, draws: Sequence[Any],
-                      out_size: int, device: torch.device | str) -> torch.Tensor:
-    """The views of one clip decoded and transformed on `device`: (k, 3, T, S, S) uint8.
-
-    `draws` are `dataset.draw_view` results (frame indices, box, flip); only the frames the
-    views use are decoded. Same crop/resize/flip as `transform_clip` (antialiased bilinear)."""
-    import torch.nn.functional as F
-
-    wanted = np.concatenate([d[0] for d in draws])
-    unique, inverse = np.unique(wanted, return_inverse=True)
-    frames = decode_jpegs([jpegs[int(t)] for t in unique], device)[torch.as_tensor(inverse)]
-    views = []
-    for r, (_, (y0, x0, h, w), flip) in enumerate(draws):
-        part = frames[r * len(draws[0][0]) : (r + 1) * len(draws[0][0]), :, y0:y0 + h, x0:x0 + w]
-        if (h, w) != (out_size, out_size):
-            part = F.interpolate(part.float(), size=(out_size, out_size), mode="bilinear",
-                                 antialias=True, align_corners=False)
-            part = part.round_().clamp_(0, 255).to(torch.uint8)
-        views.append((part.flip(-1) if flip else part).permute(1, 0, 2, 3))
-    return torch.stack(views)

@@ -87,8 +87,15 @@ def transform_clip(frames: np.ndarray, box: Box, out_size: int, flip: bool) -> t
     """(T, H, W, 3) uint8 -> crop `box`, resize to `out_size` square, flip -> (3, T, S, S) uint8."""
     y0, x0, crop_h, crop_w = box
     crop = torch.from_numpy(np.ascontiguousarray(frames[:, y0 : y0 + crop_h, x0 : x0 + crop_w]))
-    crop = crop.permute(0, 3, 1, 2)  # (T, 3, h, w)
-    if (crop_h, crop_w) != (out_size, out_size):
+    return resize_crop(crop.permute(0, 3, 1, 2), out_size, flip)
+
+
+def resize_crop(crop: torch.Tensor, out_size: int, flip: bool) -> torch.Tensor:
+    """A cropped clip (T, 3, h, w) uint8, on any device -> resized to `out_size` square
+    (antialiased bilinear, rounded), mirrored when `flip` -> (3, T, S, S) uint8. The one resize
+    of the CPU loader (`transform_clip`) and of the device decoder (`signmae_core.data.device`).
+    """
+    if tuple(crop.shape[-2:]) != (out_size, out_size):
         resized = F.interpolate(
             crop.float(),
             size=(out_size, out_size),

@@ -123,11 +123,30 @@ def tar_member_size(size: int) -> int:
     return BLOCK + -(-size // BLOCK) * BLOCK
 
 
+Members = dict[str, tuple[int, int]]  # ext -> (offset of the member's data, its size) in the tar
+
+
+def sample_layout(key: str, sizes: Mapping[str, int], start: int) -> tuple[Members, int]:
+    """Where a sample's members lie when `ShardWriter` writes it at byte `start` of a shard:
+    ({ext: (data offset, size)}, the byte after the sample). A pure function of the key and the
+    member sizes (the headers are fixed), so the offsets of a shard already written follow from
+    its members' sizes alone."""
+    members: Members = {}
+    at = start
+    for ext in sorted(sizes):
+        size = sizes[ext]
+        at += len(member_header(f"{key}.{ext}", size))
+        members[ext] = (at, size)
+        at += size + (-size % BLOCK)
+    return members, at
+
+
 class ShardWriter:
     """Writes one shard to a binary file, sample by sample, hashing what it writes.
 
     `add(key, {"ext": bytes, ...})` writes the sample's members in sorted extension order;
-    `close()` ends the archive. `bytes` and `sha256` describe what was written.
+    `close()` ends the archive. `bytes` and `sha256` describe what was written; `members[i]`
+    is where the i-th sample's members lie (`sample_layout`).
     """
 
     def __init__(self, handle: BinaryIO) -> None:
@@ -135,6 +154,7 @@ class ShardWriter:
         self._digest = hashlib.sha256()
         self.bytes = 0
         self.keys: list[str] = []
+        self.members: list[Members] = []
 
     def _write(self, data: bytes | memoryview) -> None:
         self._handle.write(data)
@@ -147,6 +167,7 @@ class ShardWriter:
             raise ValueError(f"bad shard key {key!r}")
         if self.keys and key <= self.keys[-1]:
             raise ValueError(f"shard key {key!r} after {self.keys[-1]!r}: keys must increase")
+        start = self.bytes
         for ext in sorted(members):
             data = members[ext]
             self._write(member_header(f"{key}.{ext}", len(data)))
@@ -154,7 +175,11 @@ class ShardWriter:
             pad = -len(data) % BLOCK
             if pad:
                 self._write(bytes(pad))
+        layout, end = sample_layout(key, {ext: len(data) for ext, data in members.items()}, start)
+        if end != self.bytes:
+            raise RuntimeError(f"sample_layout of {key!r} disagrees with the bytes written")
         self.keys.append(key)
+        self.members.append(layout)
 
     def close(self) -> None:
         """Two zero blocks, then zeros up to a multiple of `RECORD` bytes (as `tarfile` does)."""

@@ -3,8 +3,11 @@
 A shard set is one stage folder (see docs/SHARDS.md)::
 
     shards/<split>-<nnnnnn>.tar   the shards of each split, numbered from 0 in key order
-    samples.parquet               clip shards only: one row per sample (key, video_id, split,
-                                  shard, label_id), in shard order
+    samples.parquet               one row per sample, in shard order: key, video_id, split,
+                                  shard, then for clip shards label_id and where the `.smclip`
+                                  member lies in its shard (smclip_offset, smclip_bytes), for
+                                  field shards status and where `.fields.npy.gz` lies
+                                  (fields_offset, fields_bytes; null without fields)
     index.json                    counts, class map, upstream versions, every shard's size and
                                   sha256; written last among the outputs
 
@@ -36,14 +39,24 @@ SAMPLE_OVERHEAD = 3 * 1024  # bytes a sample counts beyond its clip: headers, me
 CLIP_MEMBERS = ("smclip", "json", "cls")
 FIELD_MEMBERS = ("fields.npy.gz", "fields.json")
 
+# the member a reader fetches by byte range -> its samples.parquet columns (offset, size)
+MEMBER_COLUMNS = {
+    "smclip": ("smclip_offset", "smclip_bytes"),
+    "fields.npy.gz": ("fields_offset", "fields_bytes"),
+}
+_SAMPLE_COLUMNS = [
+    ("key", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("shard", pa.string()),
+]
 SAMPLES_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("video_id", pa.string()),
-        ("split", pa.string()),
-        ("shard", pa.string()),
-        ("label_id", pa.int32()),
-    ]
+    [*_SAMPLE_COLUMNS, ("label_id", pa.int32()),
+     *((name, pa.int64()) for name in MEMBER_COLUMNS["smclip"])]
+)
+FIELD_SAMPLES_SCHEMA = pa.schema(
+    [*_SAMPLE_COLUMNS, ("status", pa.string()),
+     *((name, pa.int64()) for name in MEMBER_COLUMNS["fields.npy.gz"])]
 )
 
 
@@ -183,10 +196,18 @@ def build_index(kind: str, header: dict[str, Any], shards: list[dict[str, Any]],
     }
 
 
-def samples_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """`samples.parquet`: one row per sample (key, video_id, split, shard, label_id)."""
+def member_location(members: dict[str, tuple[int, int]], ext: str) -> dict[str, int | None]:
+    """The samples.parquet columns of member `ext` of one sample (`ShardWriter.members` entry):
+    its data offset and size in the shard, None when the sample has no such member."""
+    offset, size = members.get(ext, (None, None))
+    names = MEMBER_COLUMNS[ext]
+    return {names[0]: offset, names[1]: size}
+
+
+def samples_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = SAMPLES_SCHEMA) -> pa.Table:
+    """`samples.parquet` of a clip shard set (`SAMPLES_SCHEMA`) or, with
+    `FIELD_SAMPLES_SCHEMA`, of a field shard set: one row per sample in shard order."""
     rows = list(rows)
     return pa.Table.from_pydict(
-        {name: [row.get(name) for row in rows] for name in SAMPLES_SCHEMA.names},
-        schema=SAMPLES_SCHEMA,
+        {name: [row.get(name) for row in rows] for name in schema.names}, schema=schema
     )

@@ -6,6 +6,10 @@ The loop takes any iterable of batches (dicts with `clips` (B,3,T,H,W) uint8 or 
 that turns a batch into a loss. One step = `grad_accum` forward/backward passes, gradient clipping
 and one AdamW update with the learning rate of the cosine schedule at that step.
 
+A `prepare(batch, device)` hook (`Trainer(prepare=...)`) finishes each batch before the task
+sees it: the device decoder (`signmae_core.data.device.DeviceDecode`) turns a batch of JPEG
+frames and crop draws into clips on the training device.
+
 Distributed data parallel: when `torch.distributed` is initialized (Ray Train does it, see
 `pipelines/train_ray.py`) the model is wrapped in DDP; each worker reads its own rows of every
 global batch and the gradients are averaged, so W workers with B/W clips each follow the same
@@ -61,6 +65,9 @@ MaskFn = Callable[
 """`mask_fn(batch, grid, device) -> (B, N) bool` drawn on `device`, True = masked, the same
 count in every row; or `(mask, token_weight)` with a (B, N) loss weight per token (e.g. hand
 presence) or None. A pure function of the batch (its `sample_epoch`, `sample_index`)."""
+PrepareFn = Callable[[Batch, torch.device], Batch]
+"""`prepare(batch, device) -> batch`, run on every batch before the task: e.g. decoding the
+batch's JPEG frames on the device (`signmae_core.data.device.DeviceDecode`)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -169,6 +176,8 @@ class Trainer:
     `run_dir` receives `checkpoints/`, `metrics.jsonl` and `recon/` (rank 0 writes); without it
     nothing is written. `meta` goes into every checkpoint's meta.json (config, class names).
     `figure_fn(model, batch, step, path)` draws a reconstruction figure at the chosen steps.
+    `prepare(batch, device)` turns each batch of the source into the one the task gets (the
+    clips counted, drawn in figures) before the step uses it: e.g. the device decoder.
     """
 
     def __init__(
@@ -180,8 +189,10 @@ class Trainer:
         run_dir: str | Path | None = None,
         meta: dict[str, Any] | None = None,
         figure_fn: Callable[[nn.Module, Batch, int, Path], None] | None = None,
+        prepare: PrepareFn | None = None,
     ) -> None:
         self.cfg = cfg
+        self.prepare = prepare
         self.task = task
         self.total_steps = total_steps
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -264,6 +275,8 @@ class Trainer:
             batch = next(data, None)
             if batch is None:
                 return None
+            if self.prepare is not None:
+                batch = self.prepare(batch, self.device)
             last = micro == self.cfg.grad_accum - 1
             sync = contextlib.nullcontext()
             if self.world_size > 1 and not last:
@@ -365,6 +378,7 @@ __all__ = [
     "Batch",
     "FinetuneTask",
     "MaskFn",
+    "PrepareFn",
     "PretrainTask",
     "Task",
     "TrainResult",
