@@ -45,7 +45,7 @@ from . import outputs
 from .dag import StageOutput
 from .execute import StageContext, StageResult
 from .progress import Progress
-from .ray_runtime import cluster_cpus, ensure_ray, map_bounded
+from .ray_runtime import WorkLost, cluster_cpus, ensure_ray, map_bounded
 
 FIELDS_DIR = outputs.FIELDS_DIR
 JOURNAL_NAME = "_sources.json"  # field file -> extraction part sha256, while a run is under way
@@ -290,8 +290,9 @@ def _compute_files(
 ) -> list[dict[str, Any]]:
     """Field files of the `todo` part files, one Ray task each; returns their clip rows.
 
-    A task whose worker died does not stop the others; then raises InputError (the finished
-    files stay, and the next run resumes).
+    A failed task does not stop the others; then raises `WorkLost` (transient: flows retry it)
+    when every failed task lost its worker, else InputError. The finished files stay either
+    way, and the next run resumes.
     """
     if not todo:
         return []
@@ -305,7 +306,7 @@ def _compute_files(
     rows: list[dict[str, Any]] = []
     broken: dict[str, str] = {}
     for rel, result, error in map_bounded(compute_part, jobs, max_in_flight=in_flight):
-        if error is not None:  # the worker died: finish the others, then report
+        if error is not None:  # the task raised or its worker died: finish the others
             broken[rel] = error
             progress.update("error")
             continue
@@ -314,7 +315,8 @@ def _compute_files(
         progress.update("done")
     if broken:
         rel, error = next(iter(broken.items()))
-        raise InputError(
+        lost = all(getattr(reason, "lost", False) for reason in broken.values())
+        raise (WorkLost if lost else InputError)(
             f"mask fields of {len(broken)} extraction file(s) could not be computed "
             f"(first: {rel}: {error}); the other files are kept, rerun to resume"
         )

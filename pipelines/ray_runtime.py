@@ -6,7 +6,9 @@ running. A local Ray keeps its temporary files under a short folder (Ray's Unix 
 break past 107 bytes) and starts without a dashboard unless the config asks for one.
 
 `map_bounded` runs a function as Ray tasks over a lazy stream of jobs, a bounded number in
-flight, turning a task's exception, dead worker or timeout into a one-line reason.
+flight, turning a task's exception, dead worker or timeout into a one-line reason (a
+`TaskFailure`, which says whether the work was lost with its worker rather than failed). A stage
+that gives up because work was lost raises `WorkLost`, which flows retry.
 
 `worker_output_to(path, verbose)` sends what the Ray workers print (TensorFlow Lite, absl and
 MediaPipe warnings repeated by every worker) and Ray's own start-up warnings (token auth, ...)
@@ -216,8 +218,9 @@ def map_bounded(
     """Run `func(*args)` as Ray tasks (1 CPU each), at most `max_in_flight` at a time.
 
     `jobs` is consumed lazily, so memory holds only the tasks in flight. Yields
-    `(key, result, error)` in completion order; `error` is a one-line reason when the task raised,
-    its worker died, or it ran past `timeout_s` (then it is cancelled). Never raises for a task.
+    `(key, result, error)` in completion order; `error` is a one-line reason (`TaskFailure`, a
+    str) when the task raised, its worker died, or it ran past `timeout_s` (then it is
+    cancelled). Never raises for a task.
     """
     import ray
 
@@ -241,14 +244,35 @@ def map_bounded(
             try:
                 yield key, ray.get(ref), None
             except ray.exceptions.TaskCancelledError:
-                yield key, None, f"timed out after {timeout_s:.0f} s"
-            except ray.exceptions.RayError as exc:
-                yield key, None, task_error(exc)
+                yield key, None, TaskFailure(f"timed out after {timeout_s:.0f} s")
+            except ray.exceptions.RayTaskError as exc:  # the task itself raised
+                yield key, None, TaskFailure(task_error(exc))
+            except ray.exceptions.RayError as exc:  # its worker, node or result was lost
+                yield key, None, TaskFailure(task_error(exc), lost=True)
         if timeout_s is not None:
             now = time.monotonic()
             for ref, (_, started) in list(pending.items()):
                 if now - started > timeout_s:
                     ray.cancel(ref, force=True)
+
+
+class TaskFailure(str):
+    """Why a Ray task gave no result: a one-line reason (a plain `str` to every reader), with
+    `lost` True when the work was lost (its worker or node died, its result object is gone)
+    rather than the task raising or timing out."""
+
+    lost: bool
+
+    def __new__(cls, reason: str, lost: bool = False) -> TaskFailure:
+        made = super().__new__(cls, reason)
+        made.lost = lost
+        return made
+
+
+class WorkLost(ConnectionError):
+    """A stage gave up because Ray work was lost with its worker or node, not because anything
+    was wrong with it: transient (an `OSError` other than a missing or forbidden path, which
+    `flows.pipeline.is_transient` retries); the finished outputs stay and a rerun resumes."""
 
 
 def task_error(exc: BaseException) -> str:

@@ -10,7 +10,8 @@ config and, transitively, every version a kept record read (its input fingerprin
 a pinned `masks.version` keeps the extraction it was made from); every other version folder
 under `<root>/<dataset>/<stage>/` of this config's datasets and stages is superseded. Folders of
 datasets or stages this config does not know are left alone, and so are version folders another
-run holds the lock of. Dry run by default; `--apply` deletes.
+run holds the lock of. Dry run by default; `--apply` deletes a folder and its lock file
+(`_locks/<dataset>__<stage>__<version>.lock`).
 """
 
 from __future__ import annotations
@@ -143,11 +144,14 @@ def superseded(plan: Plan) -> list[Superseded]:
 
 
 def remove(plan: Plan, item: Superseded) -> bool:
-    """Delete one superseded folder under its stage lock; False when another run holds it."""
+    """Delete one superseded folder under its stage lock, then the lock file itself (while still
+    held: a run that wants the version later makes a new one); False when another run holds
+    the lock (then both stay)."""
     store = ArtifactStore(plan.store.root_uri, lock_timeout_s=0.0)
     try:
         with store.lock(item.dataset, item.stage, item.version):
             store.fs.delete_dir(item.folder)
+            store.lock_path(item.dataset, item.stage, item.version).unlink(missing_ok=True)
     except StoreError:
         return False
     return True

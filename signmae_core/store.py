@@ -185,6 +185,15 @@ class ArtifactStore:
         return StageRecord.model_validate_json(self.read_bytes(path))
 
     # ---- writing -----------------------------------------------------------------------------
+    def lock_path(self, dataset: str, stage: str, version: str | None = None) -> Path:
+        """The file `lock` holds: `<root>/_locks/<dataset>__<stage>__<version>.lock` (a remote
+        root's locks live in this machine's temp folder)."""
+        name = "__".join(x for x in (dataset, stage, version) if x)
+        if self.is_local:
+            return Path(self.base) / "_locks" / f"{name}.lock"
+        digest = hashlib.sha256(self.root_uri.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"signmae-locks-{digest}" / f"{name}.lock"
+
     @contextlib.contextmanager
     def lock(self, dataset: str, stage: str, version: str | None = None) -> Iterator[None]:
         """Exclusive lock on one stage folder; a second writer waits, then fails clearly.
@@ -193,14 +202,9 @@ class ArtifactStore:
         a killed run never leaves a stale lock. For remote roots the lock guards writers on this
         machine only (documented limitation).
         """
-        name = "__".join(x for x in (dataset, stage, version) if x)
-        if self.is_local:
-            lock_dir = Path(self.base) / "_locks"
-        else:
-            digest = hashlib.sha256(self.root_uri.encode()).hexdigest()[:12]
-            lock_dir = Path(tempfile.gettempdir()) / f"signmae-locks-{digest}"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        lock_path = lock_dir / f"{name}.lock"
+        lock_path = self.lock_path(dataset, stage, version)
+        name = lock_path.stem
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a+") as handle:
             deadline = time.monotonic() + self.lock_timeout_s
             while True:

@@ -18,6 +18,12 @@ Ray Train workers, which run elsewhere):
 - `sample:N`     after the N-th sample a shard writer added (`ShardWriter.add`, flushed), e.g.
                  in the middle of a shard;
 - `none`         no pause: the command as it is.
+
+With `flow_args(**parameters)` in place of the `signmae` arguments the subprocess runs the
+`signmae-pipeline` Prefect flow with those parameters instead (a flow run against the server
+`PREFECT_API_URL` names), exiting 0 when the flow run ends Completed:
+
+    python tests/cli_runs.py MARKER POINT --flow '{"config": "ci_tiny", "stages": ["ingest"]}'
 """
 
 from __future__ import annotations
@@ -231,8 +237,35 @@ def assert_same_run(run: Path, reference: Path, tol: float = 1e-6) -> None:
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=tol, msg=name)
 
 
+# ---- a flow run instead of the command ----------------------------------------------------------
+FLOW = "--flow"
+
+
+def flow_args(**parameters: Any) -> list[str]:
+    """Arguments for `run_cli` / `kill_at` that run the `signmae-pipeline` flow with these
+    parameters (config, overrides, stages, datasets, force) instead of the `signmae` command."""
+    return [FLOW, json.dumps(parameters)]
+
+
+def _run_flow(parameters: dict[str, Any]) -> int:
+    """The pipeline flow, as `signmae demo` runs it (the workers' output in the run's log file);
+    prints the flow run's final state; 0 when it completed."""
+    from flows.pipeline import signmae_pipeline
+    from pipelines.dag import Plan
+    from pipelines.runner import run_log
+    from signmae_core.config import load_config
+
+    plan = Plan.from_config(load_config(parameters.get("config"), parameters.get("overrides")))
+    with run_log(plan, False):
+        state = signmae_pipeline(**parameters, return_state=True)
+    print(f"flow run state: {state.name}: {state.message}", flush=True)
+    return 0 if state.is_completed() else 1
+
+
 if __name__ == "__main__":
     _install(Path(sys.argv[1]), sys.argv[2])
+    if sys.argv[3:4] == [FLOW]:
+        sys.exit(_run_flow(json.loads(sys.argv[4])))
     from pipelines.cli import main
 
     sys.exit(main(sys.argv[3:]))

@@ -125,13 +125,20 @@ def test_gc_apply_removes_superseded_versions_only(
     data = root / "store" / "synthetic"
     removed = {data / "masks" / versions["old"]["masks"],
                data / "shard_fields" / versions["old"]["shard_fields"]}
+    locks = {  # the runs that wrote the removed versions held these
+        root / "store" / "_locks" / f"synthetic__{stage}__{versions['old'][stage]}.lock"
+        for stage in ("masks", "shard_fields")
+    }
+    assert all(lock.is_file() for lock in locks)
     expected = {k: v for k, v in _files(root / "store").items()
-                if not any((root / "store" / k).is_relative_to(r) for r in removed)}
+                if not any((root / "store" / k).is_relative_to(r) for r in removed)
+                and root / "store" / k not in locks}
     freed = sum(_du(r) for r in removed)
     capsys.readouterr()
     assert main(["gc", "--apply", *_args(root, NEW)]) == 0
     out = capsys.readouterr().out
     assert not any(r.exists() for r in removed)
+    assert not any(lock.exists() for lock in locks)  # no lock file left of a removed version
     assert _files(root / "store") == expected  # everything else byte for byte (sizes) in place
     assert f"removed 2 superseded version(s), {human_bytes(freed)}" in out
     plan = _plan(root, NEW)
