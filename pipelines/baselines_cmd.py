@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,8 @@ from . import outputs
 from .dag import Plan
 
 if TYPE_CHECKING:  # pipelines.training imports torch: not at CLI start
+    from signmae_core.store import ArtifactStore
+
     from .training import DatasetClips
 
 PIXEL_THREADS = 2  # threads decoding the JPEG frames of the raw-pixel features
@@ -62,7 +66,16 @@ def combined_groups(plan: Plan, parts: Sequence[DatasetClips]) -> list[dict[str,
 
 
 # ---- features ----------------------------------------------------------------------------------
-def _pixels(path: str) -> np.ndarray:
+def _pixels(store: ArtifactStore, path: str) -> np.ndarray:
+    """The raw-pixel features of one decode clip file, read through `store` (a clip in an
+    object store is fetched into a local temporary file first)."""
+    if store.is_local:
+        return _pixels_of(path)
+    with tempfile.TemporaryDirectory(prefix="signmae-pixels-") as tmp:
+        return _pixels_of(str(store.fetch(path, Path(tmp) / "clip")))
+
+
+def _pixels_of(path: str) -> np.ndarray:
     from signmae_core.baselines.features import pixel_features, sample_indices
     from signmae_core.baselines.suite import NUM_FRAMES, PIXEL_SIZE
     from signmae_core.clips import read_clip_meta, read_frames
@@ -94,7 +107,8 @@ def part_features(plan: Plan, part: DatasetClips, offset: int) -> tuple[Any, int
     from signmae_core.baselines.suite import NUM_FRAMES
 
     with ThreadPoolExecutor(PIXEL_THREADS) as pool:
-        pixels = list(pool.map(_pixels, [r["clip_path"] for r in part.records]))
+        pixels = list(pool.map(partial(_pixels, plan.store),
+                               [r["clip_path"] for r in part.records]))
     landmarks = _landmarks(plan, part)
     nothing = (np.full((NUM_FRAMES, 2, 21, 3), np.nan), np.full((NUM_FRAMES, 33, 4), np.nan))
     marks = [landmarks.get(r["video_id"], nothing) for r in part.records]

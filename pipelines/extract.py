@@ -15,13 +15,17 @@ clips that already have a row made from the same clip (`clip_key`), so a killed 
 dataset that grew extracts only its new clips, and a part file found damaged (deleted by the
 envelope) has just its clips extracted again. A clip that fails (unreadable, a MediaPipe error,
 its worker crashing or running past `extract.clip_timeout_s`) is a failed row with the reason;
-the worker is replaced and the stage goes on.
+the worker is replaced and the stage goes on. With an object-store root (`s3://...`) each actor
+fetches its clip file through the store's filesystem into a local temporary file, and the part
+files are uploaded by the writer like any stage's outputs (docs/STORE.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +40,7 @@ from signmae_core.config import DatasetConfig, PipelineConfig
 from signmae_core.errors import InputError
 from signmae_core.extract.schema import STATUS_OK, failed_row, write_part
 from signmae_core.ingest.adapters import resolve_inside
-from signmae_core.store import StageWriter
+from signmae_core.store import ArtifactStore, StageWriter
 
 from . import outputs
 from .dag import Plan
@@ -53,9 +57,15 @@ _SUMMARY = (
 
 # ---- workers -----------------------------------------------------------------------------------
 class ExtractActor:
-    """A Ray actor's body: one `ClipExtractor`, models loaded once for all its clips."""
+    """A Ray actor's body: one `ClipExtractor`, models loaded once for all its clips.
 
-    def __init__(self, settings: dict[str, Any], dataset_root: str) -> None:
+    `store`: None when the clip paths are local files (a local store root); an object-store
+    root's `ArtifactStore`, through which the actor fetches each clip file into a local
+    temporary file (on whatever node it runs) and deletes it after the clip."""
+
+    def __init__(
+        self, settings: dict[str, Any], dataset_root: str, store: ArtifactStore | None = None
+    ) -> None:
         import cv2
 
         from signmae_core.config import ExtractConfig
@@ -63,9 +73,14 @@ class ExtractActor:
 
         cv2.setNumThreads(1)  # parallelism comes from the workers, one thread each
         self.extractor = ClipExtractor(ExtractConfig.model_validate(settings), dataset_root)
+        self.store = store
 
     def extract(self, job: Any) -> dict[str, Any]:
-        return self.extractor.extract(job)
+        if self.store is None:
+            return self.extractor.extract(job)
+        with tempfile.TemporaryDirectory(prefix="signmae-extract-") as tmp:
+            local = self.store.fetch(job.clip_path, Path(tmp) / Path(job.clip_path).name)
+            return self.extractor.extract(dataclasses.replace(job, clip_path=str(local)))
 
 
 Outcome = tuple[str, Any, str | None]  # (key, result, error) of one job
@@ -219,8 +234,6 @@ def clip_jobs(plan: Plan, dataset: str) -> dict[str, Any]:
     """
     from signmae_core.extract.worker import ClipJob
 
-    if not plan.store.is_local:
-        raise InputError("the extract stage reads clips from a local store root only")
     root = Path(plan.cfg.dataset(dataset).root)
     manifest = outputs.manifest(plan, dataset).select(["video_id", "path"]).to_pylist()
     paths = {row["video_id"]: row["path"] for row in manifest}
@@ -386,8 +399,9 @@ def _extract_all(ctx: StageContext, todo: list[Any]) -> Iterator[dict[str, Any]]
     keys = {job.video_id: job.clip_key for job in todo}
     progress = Progress(ctx.label, len(todo))
     root = ctx.dataset.root
+    store = None if ctx.store.is_local else ctx.store  # clip paths are in an object store
     for video_id, row, error in map_actors(
-        lambda: actor_class.remote(settings, root),
+        lambda: actor_class.remote(settings, root, store),
         "extract",
         ((job.video_id, job) for job in todo),
         num_actors=workers,

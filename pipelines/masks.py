@@ -74,7 +74,8 @@ def compute_part(
     from signmae_core.extract.schema import read_extraction, table_to_clips
 
     field_params = FieldParams(**params)
-    table = read_extraction(extraction_file)  # one part file: a bounded number of clips
+    # one part file (a bounded number of clips), read through the store's filesystem
+    table = read_extraction(extraction_file, filesystem=store.fs)
     video_ids = table.column("video_id").to_pylist()
     rows: dict[str, FieldRow] = {
         video_id: FieldRow(video_id, error=f"extraction failed: {error}")
@@ -92,7 +93,7 @@ def compute_part(
         clips = []
         for video_id in video_ids:
             if video_id not in rows:
-                clip, error = _load_one(extraction_file, video_id)
+                clip, error = _load_one(store, extraction_file, video_id)
                 if clip is None:
                     rows[video_id] = FieldRow(video_id, error=error)
                 else:
@@ -107,12 +108,14 @@ def compute_part(
     return {"entry": entry.model_dump(), "ok": ok, "failed": failed}
 
 
-def _load_one(extraction_file: str, video_id: str) -> tuple[Any, str | None]:
+def _load_one(
+    store: ArtifactStore, extraction_file: str, video_id: str
+) -> tuple[Any, str | None]:
     """(ClipExtraction, None), or (None, why it could not be read)."""
     from signmae_core.extract.schema import load_clip
 
     try:
-        return load_clip(extraction_file, video_id), None
+        return load_clip(extraction_file, video_id, filesystem=store.fs), None
     except ValueError as exc:
         return None, f"unreadable extraction: {exc}"[:300]
 
@@ -157,7 +160,7 @@ class Source:
     """The extraction part file a field file is made from."""
 
     rel: str  # the field file, relative to the stage folder
-    part: str  # the extraction part file (local path)
+    part: str  # the extraction part file (a path in the store)
     sha256: str  # of the part file, as the extraction record has it
 
 
@@ -253,7 +256,7 @@ def _write_journal(writer: StageWriter, sources: dict[str, Source]) -> None:
 def compute(ctx: StageContext) -> StageResult:
     """Compute the mask fields of one dataset, one field file per extraction part file; field
     files made from the same part file by an earlier (or killed) run are kept."""
-    extraction = outputs.extraction(ctx.plan, ctx.key.dataset)
+    extraction = ctx.upstream("extract")  # its part files are read through the store's fs
     sources = _sources(extraction)
     kept = _keep_current(ctx, sources)
     _write_journal(ctx.writer, sources)

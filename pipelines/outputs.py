@@ -94,11 +94,17 @@ def field_reader(plan: Plan, dataset: str) -> Any:
 
 
 def extraction(plan: Plan, dataset: str) -> StageOutput:
-    """The extraction output (read it with `signmae_core.extract.read_extraction(folder)`)."""
+    """The extraction output in a local folder (read it with
+    `signmae_core.extract.read_extraction(folder)`): the stage folder itself for a local root,
+    a local copy of its part files for an object-store root (`ArtifactStore.local_copy`,
+    fetched once per record). Ray tasks read the store's folder through its filesystem
+    instead (`plan.output("extract", dataset)`, `read_extraction(..., filesystem=...)`)."""
     out = plan.output("extract", dataset)
-    if not plan.store.is_local:
-        raise InputError("extraction outputs are read from a local store root only")
-    return out
+    if plan.store.is_local:
+        return out
+    folder = readable(plan, "extract", dataset, out.folder,
+                      lambda: plan.store.local_copy(out.folder, out.record))
+    return StageOutput(out.record, str(folder))
 
 
 def shard_index(plan: Plan, dataset: str, stage: str = "shard") -> tuple[str, dict[str, Any]]:

@@ -48,10 +48,13 @@ def find_model_folder(path: str | None, config: Any = None) -> Path:
     from .dag import Plan
 
     try:
-        output = Plan.from_config(config).output("finetune")
+        plan = Plan.from_config(config)
+        output = plan.output("finetune")
     except InputError as exc:
         raise InputError(f"{exc}, or pass --checkpoint") from None
-    return Path(output.folder) / MODEL_SUBDIR
+    # an object-store root: the model folder copied to this machine's cache (a local root: as is)
+    return Path(plan.store.local_copy(output.folder, output.record, skip=("checkpoints/",))
+                ) / MODEL_SUBDIR
 
 
 def decode_video(path: str | Path, decode: dict[str, Any], limits: Any = None) -> Any:

@@ -14,13 +14,17 @@ through `pipelines.outputs` and hand the worker resolved paths only. Training ru
 `train_worker`, the same function whether one process runs it or Ray Train runs it on every
 worker (`pipelines.train_ray.run_training`). A run resumes from its newest checkpoint only when
 the fingerprints of what it reads are the ones it started with (`inputs.json`); changed data,
-`--force` or a damaged output start it over.
+`--force` or a damaged output start it over. With an object-store root the run is written into
+a local work folder and its outputs uploaded when it ends (`run_folder`, `publish_run`; resume:
+same machine only, docs/STORE.md).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 from signmae_core.config import PipelineConfig, TrainConfig
 from signmae_core.data import Sampling
 from signmae_core.errors import InputError
+from signmae_core.store import OutputEntry
 
 from . import outputs
-from .dag import DAMAGED
+from .dag import DAMAGED, StageOutput
 from .execute import StageContext, StageResult
 
 if TYPE_CHECKING:
@@ -225,7 +230,9 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     if kind == "pretrain":
         model, task, figure_fn = build_pretraining(cfg, payload["with_fields"])
     else:
-        model, task = build_finetuning(cfg, len(names), payload.get("init_encoder"))
+        with tempfile.TemporaryDirectory(prefix="signmae-init-") as tmp:
+            init = local_file(cfg, payload.get("init_encoder"), Path(tmp))
+            model, task = build_finetuning(cfg, len(names), init)
     run_dir = Path(payload["run_dir"])
     meta = {"kind": kind, "class_names": names, "model": cfg.model.model_dump()}
     trainer = Trainer(model, task, train, payload["total_steps"], run_dir=run_dir, meta=meta,
@@ -234,10 +241,13 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
     skipped = data.skipped()
     if result.ran_out_of_data:
         raise RuntimeError(f"the clips ran out at step {result.state.step}")
+    published: list[dict[str, Any]] = []
     if rank == 0:
-        _publish(cfg, kind, names, model, run_dir, result.state)
+        _publish(cfg, kind, names, model, run_dir, result.state, payload["store_dir"])
+        published = publish_run(cfg, run_dir, payload["store_dir"])
     losses = [result.losses[s] for s in sorted(result.losses)]
     return {
+        "published": published,
         "steps": result.state.step,
         "samples": result.state.samples,
         "clips_per_rank": _per_rank(result.local_samples, world),
@@ -247,6 +257,34 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
         "world_size": world,
         "skipped_samples": _per_rank(skipped, world),
     }
+
+
+def local_file(cfg: PipelineConfig, path: str | None, folder: Path) -> str | None:
+    """`path` as a local file: itself, unless it is a file in an object-store root (e.g. the
+    pretrain stage's encoder), which is fetched into `folder` (on the node that reads it)."""
+    from signmae_core.store import ArtifactStore
+
+    store = ArtifactStore.from_config(cfg.store)
+    if path is None or store.is_local or not path.startswith(f"{store.base}/"):
+        return path
+    return str(store.fetch(path, folder / Path(path).name))
+
+
+def publish_run(cfg: PipelineConfig, run_dir: Path, store_dir: str) -> list[dict[str, Any]]:
+    """An object-store root: upload the run's outputs (`run_files`) from the local run folder
+    to the stage folder `store_dir`, one file at a time; returns their `OutputEntry` dumps for
+    the record. A local root (the run folder is the stage folder): nothing to do, []."""
+    from signmae_core.store import ArtifactStore, describe_output, publish
+
+    store = ArtifactStore.from_config(cfg.store)
+    if store.is_local:
+        return []
+    entries = []
+    for path in run_files(run_dir):
+        rel = path.relative_to(run_dir).as_posix()
+        publish(store, path, f"{store_dir}/{rel}")
+        entries.append(describe_output(rel, path, checksum=path.suffix == ".safetensors"))
+    return [e.model_dump() for e in entries]
 
 
 def _per_rank(value: int, world: int) -> list[int]:
@@ -261,9 +299,10 @@ def _per_rank(value: int, world: int) -> list[int]:
 
 
 def _publish(cfg: PipelineConfig, kind: str, names: list[str], model: Any, run_dir: Path,
-             state: Any) -> None:
-    """Rank 0: the model folder (and for pretraining its encoder export)."""
-    from signmae_core.train.export import export_encoder, save_model_folder
+             state: Any, store_dir: str) -> None:
+    """Rank 0: the model folder (and for pretraining its encoder export, whose `source` names
+    the model folder in the store, not a work folder)."""
+    from signmae_core.train.export import ENCODER_INFO, export_encoder, save_model_folder
 
     info = {
         "kind": "pretrain" if kind == "pretrain" else "classifier",
@@ -276,11 +315,17 @@ def _publish(cfg: PipelineConfig, kind: str, names: list[str], model: Any, run_d
     save_model_folder(run_dir / "model", model, info)
     if kind == "pretrain":
         export_encoder(run_dir / "model", run_dir / "encoder")
+        if Path(store_dir) != run_dir:  # an object-store root: run_dir is a work folder
+            path = run_dir / "encoder" / ENCODER_INFO
+            description = json.loads(path.read_text(encoding="utf-8"))
+            description["source"]["folder"] = f"{store_dir}/model"
+            path.write_text(json.dumps(description, indent=2), encoding="utf-8")
 
 
 # ---- the stage around the worker ----------------------------------------------------------------
-def register_outputs(writer: Any, run_dir: Path) -> None:
-    """Record the run's published files: model/, encoder/, metrics, figures, last checkpoint."""
+def run_files(run_dir: Path) -> list[Path]:
+    """The run's files that the stage publishes: model/, encoder/, recon/, metrics.jsonl and the
+    newest checkpoint."""
     from signmae_core.train.checkpoint import latest_checkpoint
 
     chosen: list[Path] = []
@@ -292,19 +337,45 @@ def register_outputs(writer: Any, run_dir: Path) -> None:
     last = latest_checkpoint(run_dir / "checkpoints")
     if last is not None:
         chosen += sorted(last.iterdir())
-    for path in chosen:
+    return chosen
+
+
+def register_outputs(writer: Any, run_dir: Path) -> None:
+    """Record the run's files (`run_files`) in place in a local stage folder."""
+    for path in run_files(run_dir):
         writer.add_existing(str(path.relative_to(run_dir)), checksum=path.suffix == ".safetensors")
 
 
 def run_folder(ctx: StageContext) -> Path:
-    """The local stage folder: training writes checkpoints as it goes and reads model folders,
-    so the store root must be a local path (or a mounted shared file system for several
-    machines)."""
-    if not ctx.store.is_local:
-        raise InputError(
-            f"training stages need a local or mounted store root, not {ctx.cfg.store.root}"
-        )
-    return Path(ctx.writer.dir)
+    """The local folder the run writes as it goes (checkpoints, metrics, figures, the model):
+    the stage folder for a local (or mounted) root; for an object-store root a work folder in
+    this machine's cache (`ArtifactStore.work_dir`), published into the store when the run
+    ends (`publish_run`). A killed run resumes from the work folder, so on the same machine
+    only (docs/STORE.md)."""
+    folder = ctx.store.work_dir(ctx.key.dataset, ctx.key.stage, ctx.version)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def local_training_outputs(ctx: StageContext,
+                           stages: tuple[str, ...] = ("pretrain", "finetune")) -> StageContext:
+    """`ctx` whose plan hands out the finished outputs of `stages` as local folders (readers of
+    model folders, metrics and figures want paths): an object-store root's outputs are copied
+    to this machine's cache (`ArtifactStore.local_copy`, checkpoints left out); a local root's
+    context is returned as it is."""
+    if ctx.store.is_local:
+        return ctx
+    plan = copy.copy(ctx.plan)  # shares the memoized records and states
+
+    def output(stage: str, dataset: str | None = None) -> StageOutput:
+        out = ctx.plan.output(stage, dataset)
+        if stage not in stages:
+            return out
+        folder = ctx.store.local_copy(out.folder, out.record, skip=("checkpoints/",))
+        return StageOutput(out.record, str(folder))
+
+    plan.output = output  # type: ignore[method-assign]
+    return replace(ctx, plan=plan)
 
 
 def restart_reason(ctx: StageContext, run_dir: Path) -> str | None:
@@ -339,10 +410,29 @@ def prepare_run(ctx: StageContext, run_dir: Path) -> None:
         for name in removed:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if not ctx.store.is_local:  # the last run's files published into the store
+            removed += _remove_published(ctx)
         if removed:
             print(f"[{ctx.label}] starting over ({reason})", flush=True)
     marker = run_dir / INPUTS_MARKER
     marker.write_text(json.dumps(ctx.writer.inputs, sort_keys=True, indent=1), encoding="utf-8")
+
+
+def _remove_published(ctx: StageContext) -> list[str]:
+    """Delete the run files a finished run published into an object-store stage folder."""
+    import pyarrow.fs as pafs
+
+    fs, removed = ctx.store.fs, []
+    for name in RUN_OUTPUTS:
+        info = fs.get_file_info(ctx.writer.path(name))
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(info.path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(info.path)
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def run_training_stage(
@@ -369,7 +459,7 @@ def run_training_stage(
         "kind": kind, "config": ctx.cfg.model_dump(mode="json"),
         "parts": [asdict(p) for p in parts], "with_fields": with_fields,
         "run_dir": str(run_dir), "total_steps": steps, "class_names": class_names,
-        "init_encoder": init_encoder,
+        "init_encoder": init_encoder, "store_dir": ctx.writer.dir,
     }
     summary = run_training(
         "pipelines.training:train_worker", payload, num_workers=train.num_workers,
@@ -377,7 +467,11 @@ def run_training_stage(
         storage_path=str(run_dir / "ray"), name=kind, cpus_per_worker=train.cpus_per_worker,
         ray_config=ctx.cfg.ray,
     )
-    register_outputs(ctx.writer, run_dir)
+    published = summary.pop("published")
+    if ctx.store.is_local:
+        register_outputs(ctx.writer, run_dir)
+    for entry in published:
+        ctx.writer.add(OutputEntry(**entry))
     counts = {"ok": num_clips, "steps": summary["steps"], **(skipped or {})}  # ok: clips trained on
     extra = {**summary, "datasets": [p.name for p in parts], "num_classes": len(class_names),
              "total_steps": steps}

@@ -156,6 +156,66 @@ class ArtifactStore:
         with self.fs.open_input_stream(path) as stream:
             return stream.read()
 
+    def sha256(self, path: str, chunk: int = 1 << 20) -> str:
+        """Hex sha256 of a file in the store, read through the store's filesystem."""
+        if self.is_local:
+            return sha256_file(path)
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(path) as stream:
+            while block := stream.read(chunk):
+                digest.update(block)
+        return digest.hexdigest()
+
+    # ---- local copies (object-store roots) ---------------------------------------------------
+    def cache_dir(self) -> Path:
+        """This machine's folder for a remote root's local copies and training work folders:
+        `$SIGNMAE_CACHE` or `$XDG_CACHE_HOME/signmae` (default `~/.cache/signmae`), then
+        `store-<hash of the root URI>`."""
+        base = os.environ.get("SIGNMAE_CACHE") or str(
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "signmae"
+        )
+        digest = hashlib.sha256(self.root_uri.encode()).hexdigest()[:12]
+        return Path(base) / f"store-{digest}"
+
+    def work_dir(self, dataset: str, stage: str, version: str | None = None) -> Path:
+        """Where a stage that writes local files as it goes works: the stage folder itself for a
+        local root; for a remote root, `<cache_dir>/work/<dataset>/<stage>/<version>` on this
+        machine (the stage publishes what it made into the store)."""
+        folder = self.stage_dir(dataset, stage, version)
+        if self.is_local:
+            return Path(folder)
+        return self.cache_dir() / "work" / folder[len(self.base) + 1:]
+
+    def fetch(self, path: str, local: Path) -> Path:
+        """Copy one store file to the local path `local` (a temporary name, then renamed, so a
+        killed copy never leaves a whole-looking file); returns `local`."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.parent / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{local.name}"
+        try:
+            with self.fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return local
+
+    def local_copy(self, folder: str, record: StageRecord, skip: tuple[str, ...] = ()) -> Path:
+        """A local folder with the recorded outputs of the finished stage folder `folder`
+        (those under the `skip` prefixes left out). A local root: `folder` itself. A remote
+        root: `<cache_dir>/copies/<stage path>-<record fingerprint>`, files already there with
+        the recorded size kept, the others fetched; a new record gets a new folder."""
+        if self.is_local:
+            return Path(folder)
+        name = f"{folder[len(self.base) + 1:]}-{record.fingerprint()}"
+        target = self.cache_dir() / "copies" / name
+        for entry in record.outputs:
+            if entry.path.endswith("/") or entry.path.startswith(skip):
+                continue
+            local = target / entry.path
+            if not (local.is_file() and local.stat().st_size == entry.bytes):
+                self.fetch(f"{folder}/{entry.path}", local)
+        return target
+
     def versions(self, dataset: str, stage: str) -> list[str]:
         """Versions of a stage present under a dataset that have a stage record (complete)."""
         folder = self.stage_dir(dataset, stage)
@@ -324,9 +384,7 @@ class StageWriter:
     def add_existing(self, rel: str, checksum: bool = False) -> None:
         """Register an output that an earlier (incremental) run already put in place."""
         info = self.store.fs.get_file_info(self.path(rel))
-        digest = None
-        if checksum and self.store.is_local:
-            digest = sha256_file(self.path(rel))
+        digest = self.store.sha256(self.path(rel)) if checksum else None
         self.outputs[rel] = OutputEntry(path=rel, bytes=info.size or 0, sha256=digest)
 
     def commit(self, **extra: Any) -> StageRecord:

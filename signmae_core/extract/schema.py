@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from signmae_core.parts import PART_LABELS_TEXT
@@ -350,21 +351,42 @@ def part_files(path_or_dir: str | Path) -> list[Path]:
     )
 
 
+def store_part_files(path_or_dir: str, filesystem: pafs.FileSystem) -> list[str]:
+    """`part_files` of a file or folder on a pyarrow filesystem (e.g. an object store)."""
+    info = filesystem.get_file_info(path_or_dir)
+    if info.type == pafs.FileType.File:
+        return [path_or_dir]
+    if info.type != pafs.FileType.Directory:
+        raise ExtractionError(f"no extraction output at {path_or_dir}")
+    infos = filesystem.get_file_info(pafs.FileSelector(path_or_dir, recursive=True))
+    base = path_or_dir.rstrip("/") + "/"
+    return sorted(
+        i.path for i in infos
+        if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+        and not any(part.startswith((".", "_")) for part in i.path[len(base):].split("/"))
+    )
+
+
 def read_extraction(
     path_or_dir: str | Path,
     video_ids: Iterable[str] | None = None,
     columns: Sequence[str] | None = None,
     only_ok: bool = False,
+    filesystem: pafs.FileSystem | None = None,
 ) -> pa.Table:
     """The extraction table of a file or an output folder, optionally only some clips.
 
     `video_ids` filters rows (pushed down to Parquet statistics); `columns` selects columns
-    (`video_id` is always included); `only_ok` drops failed clips.
+    (`video_id` is always included); `only_ok` drops failed clips. `filesystem`: read
+    `path_or_dir` through it (a store's filesystem, e.g. S3); None: a local path.
     """
-    files = part_files(path_or_dir)
+    if filesystem is None:
+        files = [str(f) for f in part_files(path_or_dir)]
+    else:
+        files = store_part_files(str(path_or_dir), filesystem)
     if not files:
         return SCHEMA.empty_table()
-    dataset = pads.dataset([str(f) for f in files], format="parquet", schema=SCHEMA)
+    dataset = pads.dataset(files, format="parquet", schema=SCHEMA, filesystem=filesystem)
     condition = None
     if video_ids is not None:
         condition = pc.field("video_id").isin(pa.array(list(video_ids), pa.string()))
@@ -465,9 +487,12 @@ def iter_clips(
             yield from table_to_clips(table)
 
 
-def load_clip(path_or_dir: str | Path, video_id: str) -> ClipExtraction:
-    """One clip's extraction; `ExtractionError` when it is absent or failed (with the reason)."""
-    table = read_extraction(path_or_dir, [video_id])
+def load_clip(
+    path_or_dir: str | Path, video_id: str, filesystem: pafs.FileSystem | None = None
+) -> ClipExtraction:
+    """One clip's extraction; `ExtractionError` when it is absent or failed (with the reason).
+    `filesystem` as in `read_extraction`."""
+    table = read_extraction(path_or_dir, [video_id], filesystem=filesystem)
     if table.num_rows == 0:
         raise ExtractionError(f"clip {video_id!r} is not in the extraction output")
     row = table.slice(0, 1)
