@@ -5,7 +5,8 @@ Output (see docs/TRAINING.md)::
     <root>/_train/evaluate/<version>/metrics.json      every figure (per-instance and per-class
                                                        Top-k, per-class accuracy, confusion
                                                        matrix, most confused pairs, within-group
-                                                       accuracy, the baselines, setup)
+                                                       accuracy, the baselines, the hands'
+                                                       size in tokens, setup)
     <root>/_train/evaluate/<version>/report.md         the report, plots linked from plots/
     <root>/_train/evaluate/<version>/report.html       the same report, self-contained
     <root>/_train/evaluate/<version>/plots/*.png
@@ -21,7 +22,9 @@ curves, and the pretraining curves and reconstructions when finetuning started f
 Where a dataset declares class groups (`class_groups.json`, docs/INGEST.md), the metrics add
 the accuracy within each kind of group. The floors and the keypoint baseline
 (`pipelines.baselines_cmd`: raw-pixel and hand-keypoint 1-NN, a keypoint temporal conv; seconds
-on the CPU) run on the same clips, so the report shows them beside the model.
+on the CPU) run on the same clips, so the report shows them beside the model. The hands' size
+at the model's input, in tokens (`signmae_core.eval.hand_size`, from the test clips' extracted
+part maps), says whether the run's geometry can resolve handshapes at all.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 
 from signmae_core.errors import InputError
 
+from . import outputs
 from .baselines_cmd import combined_groups, compute_baselines
 from .dag import StageOutput
 from .execute import StageContext, StageResult
@@ -45,8 +49,8 @@ from .training import (
     combined_classes,
     dataset_clips,
     labelled,
+    local_training_outputs,
     open_clips,
-    run_folder,
 )
 
 TOP_PREDICTIONS = 5
@@ -149,12 +153,31 @@ def _score(ctx: StageContext, parts: list[DatasetClips], finetuned: StageOutput
     return average_views(view_logits), labels, info
 
 
+def _hand_size(ctx: StageContext, parts: list[DatasetClips], model: dict[str, Any]
+               ) -> dict[str, Any]:
+    """The test clips' hands at the model's input, in tokens, from their extracted part maps
+    (`signmae_core.eval.hand_size`)."""
+    from signmae_core.eval.hand_size import hand_size
+    from signmae_core.extract import iter_clips
+
+    maps = (clip.part_maps
+            for p in parts
+            for clip in iter_clips(outputs.extraction(ctx.plan, p.name).folder,
+                                   [r["video_id"] for r in p.records]))
+    return hand_size(maps, model["img_size"], model["patch_size"])
+
+
 def _setup(ctx: StageContext, parts: list[DatasetClips], finetuned: StageOutput,
-           info: dict[str, Any]) -> dict[str, Any]:
+           info: dict[str, Any], hands: dict[str, Any]) -> dict[str, Any]:
     """What the report's setup table shows."""
     model = info["model"]
+    seen = (f"{hands['median_w']:.1f} x {hands['median_h']:.1f} tokens (median of "
+            f"{hands['hands']} hand boxes; {hands['share_2x2']:.0%} at least 2 x 2)"
+            if hands["hands"] else "no hands in the part maps")
     return {
-        "model": f"{model['variant']}, {model['num_frames']} frames, {model['img_size']} px",
+        "model": f"{model['variant']}, {model['num_frames']} frames, {model['img_size']} px, "
+                 f"{model['patch_size']} px patches",
+        "hands at the model input": seen,
         "finetune version": finetuned.record.version,
         "trained steps": info.get("trained", {}).get("steps"),
         "datasets": ", ".join(p.name for p in parts),
@@ -186,7 +209,7 @@ def compute(ctx: StageContext) -> StageResult:
     """Evaluate the finetuned classifier on the labelled `evaluate.splits` clips."""
     from signmae_core.eval.metrics import classification_metrics, group_indices
 
-    run_folder(ctx)  # the model folder is read from a local store
+    ctx = local_training_outputs(ctx)  # object-store root: model folders etc. copied locally
     settings = ctx.cfg.evaluate
     finetuned = ctx.upstream("finetune")
     parts = [labelled(dataset_clips(ctx, d.name, settings.splits, clip_files=True))
@@ -201,7 +224,8 @@ def compute(ctx: StageContext) -> StageResult:
     train = [labelled(dataset_clips(ctx, d.name, ctx.cfg.finetune.splits, clip_files=True))
              for d in ctx.datasets]
     metrics["baselines"] = compute_baselines(ctx.plan, train, parts, settings.topk)
-    metrics["setup"] = _setup(ctx, parts, finetuned, info)
+    metrics["hand_size"] = _hand_size(ctx, parts, info["model"])
+    metrics["setup"] = _setup(ctx, parts, finetuned, info, metrics["hand_size"])
     _write_outputs(ctx, parts, finetuned, metrics, names, scores, labels)
     summary = {
         "per_instance": metrics["per_instance"],
@@ -209,6 +233,7 @@ def compute(ctx: StageContext) -> StageResult:
         "class_groups": {k: g["accuracy"] for k, g in metrics["class_groups"].items()},
         "baselines_top1": {name: m["per_instance"].get("top1")
                            for name, m in metrics["baselines"]["methods"].items()},
+        "hand_size": metrics["hand_size"],
         "report": "report.html",
     }
     top1 = metrics["per_instance"].get("top1")
