@@ -14,6 +14,7 @@ import re
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -68,6 +69,29 @@ def _check_metrics(evaluate: Path) -> dict:
     return metrics
 
 
+def _check_hand_size(metrics: dict, extract: Path, video_ids: set[str], tokens_across: float
+                     ) -> None:
+    """The report's hand size against the test clips' part maps, measured here with numpy: a
+    hand's box per frame (labels 3 left, 4 right), as a share of the map, in tokens."""
+    from signmae_core.extract import iter_clips
+
+    sizes = []
+    for clip in iter_clips(extract, video_ids):
+        for frame in clip.part_maps:
+            for label in (3, 4):
+                ys, xs = np.nonzero(frame == label)
+                if len(xs):
+                    sizes.append(((xs.max() - xs.min() + 1) / frame.shape[1] * tokens_across,
+                                  (ys.max() - ys.min() + 1) / frame.shape[0] * tokens_across))
+    sizes = np.array(sizes)
+    hands = metrics["hand_size"]
+    assert hands["hands"] == len(sizes) > 0
+    assert hands["median_w"] == pytest.approx(np.median(sizes[:, 0]), abs=1e-3)
+    assert hands["median_h"] == pytest.approx(np.median(sizes[:, 1]), abs=1e-3)
+    assert hands["share_2x2"] == pytest.approx(((sizes >= 2).all(axis=1)).mean())
+    assert "hands at the model input" in metrics["setup"]
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_writes_what_each_owes_and_reruns_as_skips(
     tmp_path: Path,
@@ -114,6 +138,8 @@ def test_demo_runs_every_stage_writes_what_each_owes_and_reruns_as_skips(
         rows = list(csv.DictReader(handle))
     assert len(rows) == TEST_CLIPS and len({r["video_id"] for r in rows}) == TEST_CLIPS
     assert all(r["label"] in class_names for r in rows)
+    _check_hand_size(metrics, _only_version(artifacts / "synthetic/extract"),
+                     {r["video_id"] for r in rows}, tokens_across=64 / 16)  # ci_tiny's model
 
     # a second run finds everything up to date: no record is rewritten, and it says so
     before = {p: p.stat().st_mtime_ns for p in artifacts.rglob("_stage.json")}
