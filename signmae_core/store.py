@@ -174,8 +174,15 @@ class ArtifactStore:
         base = os.environ.get("SIGNMAE_CACHE") or str(
             Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "signmae"
         )
-        digest = hashlib.sha256(self.root_uri.encode()).hexdigest()[:12]
-        return Path(base) / f"store-{digest}"
+        return Path(base) / f"store-{self._root_digest()}"
+
+    def _root_digest(self) -> str:
+        """12 hex digits naming this root in machine-local folders (cache, remote locks)."""
+        return hashlib.sha256(self.root_uri.encode()).hexdigest()[:12]
+
+    def _relative(self, folder: str) -> str:
+        """A folder in the store, relative to the store's base (`<dataset>/<stage>/...`)."""
+        return folder[len(self.base) + 1:]
 
     def work_dir(self, dataset: str, stage: str, version: str | None = None) -> Path:
         """Where a stage that writes local files as it goes works: the stage folder itself for a
@@ -184,7 +191,7 @@ class ArtifactStore:
         folder = self.stage_dir(dataset, stage, version)
         if self.is_local:
             return Path(folder)
-        return self.cache_dir() / "work" / folder[len(self.base) + 1:]
+        return self.cache_dir() / "work" / self._relative(folder)
 
     def fetch(self, path: str, local: Path) -> Path:
         """Copy one store file to the local path `local` (a temporary name, then renamed, so a
@@ -206,7 +213,7 @@ class ArtifactStore:
         the recorded size kept, the others fetched; a new record gets a new folder."""
         if self.is_local:
             return Path(folder)
-        name = f"{folder[len(self.base) + 1:]}-{record.fingerprint()}"
+        name = f"{self._relative(folder)}-{record.fingerprint()}"
         target = self.cache_dir() / "copies" / name
         for entry in record.outputs:
             if entry.path.endswith("/") or entry.path.startswith(skip):
@@ -251,8 +258,7 @@ class ArtifactStore:
         name = "__".join(x for x in (dataset, stage, version) if x)
         if self.is_local:
             return Path(self.base) / "_locks" / f"{name}.lock"
-        digest = hashlib.sha256(self.root_uri.encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"signmae-locks-{digest}" / f"{name}.lock"
+        return Path(tempfile.gettempdir()) / f"signmae-locks-{self._root_digest()}" / f"{name}.lock"
 
     @contextlib.contextmanager
     def lock(self, dataset: str, stage: str, version: str | None = None) -> Iterator[None]:
