@@ -51,7 +51,7 @@ def test_a_terminal_gets_a_bar_per_stage_with_items_rate_and_time_left(
             first.update(status)
         second.update("done")
         text = _render(bars)
-        assert re.search(r"extract synthetic .*3/4 .*/s left .*failed 1, ok 2", text), text
+        assert re.search(r"extract synthetic .*3/4 .*/s\s+left .*failed 1, ok 2", text), text
         assert re.search(r"masks synthetic .*1/2", text), text
         first.update("ok")  # its last item: the bar goes, the other stays
         assert "extract synthetic" not in _render(bars)
