@@ -234,6 +234,24 @@ def test_classifier_contract() -> None:
     assert clf(clips).shape == (3, 4)
 
 
+def test_max_pooling_takes_each_feature_from_its_largest_token() -> None:
+    torch.manual_seed(0)
+    clf = create_classifier(dataclasses.replace(SPEC, pool="max"), num_classes=3).eval()
+    features = torch.randn(2, NUM_TOKENS, get_variant("tiny").embed_dim)
+    features[1, 5, :] = 50.0  # one token above all others in every feature
+    pooled = clf.forward_head(features, pre_logits=True)
+    expected = torch.stack(
+        [
+            torch.tensor([max(features[b, :, d].tolist()) for d in range(features.shape[2])])
+            for b in range(2)
+        ]
+    )
+    torch.testing.assert_close(pooled, clf.fc_norm(expected))
+    torch.testing.assert_close(pooled[1], clf.fc_norm(features[1, 5]))
+    with pytest.raises(ValueError, match="pool"):
+        ModelSpec(pool="median")
+
+
 def test_classifier_loads_pretrained_encoder(mae: torch.nn.Module) -> None:
     clf = create_classifier(SPEC, num_classes=5)
     clf.load_encoder_state_dict(mae.encoder.state_dict())

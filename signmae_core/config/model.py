@@ -35,6 +35,11 @@ class ModelConfig(Section):
     )
     drop_path: float = Field(0.0, ge=0, lt=1, description="Stochastic depth of the last block.")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier head.")
+    pool: Literal["mean", "max"] = Field(
+        "mean",
+        description="Classifier pooling over tokens: mean (VideoMAE) or max, which lets a few "
+        "hand tokens decide where the frame is mostly body and background (docs/results.md).",
+    )
     mean: tuple[float, float, float] = Field(
         (0.485, 0.456, 0.406), description="Pixel mean the model normalizes its input with."
     )

@@ -1,7 +1,10 @@
-"""Video classifier for finetuning: the encoder on all tokens, mean pooling, a linear head.
+"""Video classifier for finetuning: the encoder on all tokens, pooling, a linear head.
 
-As in VideoMAE's finetuning: the encoder's last norm is replaced by a norm after mean pooling
-(`fc_norm`), and the head starts small.
+As in VideoMAE's finetuning: the encoder's last norm is replaced by a norm after pooling
+(`fc_norm`), and the head starts small. Pooling is VideoMAE's mean over tokens or a max over
+tokens (`model.pool`): from scratch on signing clips, where a few hand tokens carry the class
+among hundreds of body and background tokens, the mean does not learn and the max does
+(docs/results.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ HEAD_INIT_SCALE = 0.001  # VideoMAE's finetuning head init scale
 
 
 class VideoClassifier(nn.Module):
-    """Encoder + mean pooling + linear head, with timm's contract.
+    """Encoder + pooling (`spec.pool`: mean or max over tokens) + linear head, timm's contract.
 
     - `forward_features(clips)`: `(B, 3, T, H, W)` -> token features `(B, N, D)`;
     - `forward_head(features, pre_logits=False)`: -> logits `(B, K)` (or pooled `(B, D)`);
@@ -59,7 +62,7 @@ class VideoClassifier(nn.Module):
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Token features `(B, N, D)` -> logits `(B, K)`, or the pooled `(B, D)` if `pre_logits`."""
-        pooled = self.fc_norm(features.mean(dim=1))
+        pooled = self.fc_norm(pool_tokens(features, self.spec.pool))
         if pre_logits:
             return pooled
         return self.head(self.head_drop(pooled))
@@ -96,6 +99,13 @@ class VideoClassifier(nn.Module):
             "stem": r"^encoder\.(?:patch_embed|pos_embed)",
             "blocks": r"^encoder\.blocks\.(\d+)",
         }
+
+
+def pool_tokens(features: Tensor, kind: str) -> Tensor:
+    """Token features `(B, N, D)` -> `(B, D)`: the mean over tokens, or the max per feature."""
+    if kind == "max":
+        return features.amax(dim=1)
+    return features.mean(dim=1)
 
 
 def encoder_part(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 POS_EMBED_KINDS = ("sincos", "learned")
+POOL_KINDS = ("mean", "max")
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,15 @@ class ModelSpec:
     hand_loss_weight: float = 0.0
     drop_path: float = 0.0
     head_dropout: float = 0.0
+    pool: str = "mean"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self) -> None:
         if self.pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {self.pos_embed!r}")
+        if self.pool not in POOL_KINDS:
+            raise ValueError(f"pool must be one of {POOL_KINDS}, got {self.pool!r}")
         for name in ("num_frames", "img_size", "patch_size", "tubelet_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
