@@ -8,8 +8,10 @@ frames evenly spaced over the clip, random resized crop, flip), AdamW with warm-
 batch `--batch`, for `--epochs` epochs. Optionally the ViT first pretrains as a masked
 autoencoder (tube masking, 90 %) for `--pretrain` steps on the training clips, or on the clips
 of another synthetic folder (`--pretrain-data`, e.g. more signers made with another seed).
-`--pool max` pools the ViT's tokens by their maximum instead of their mean. Prints per epoch
-the training loss and accuracy and the unseen signers' Top-1, and a closing line per model.
+`--pool max` pools the ViT's tokens by their maximum instead of their mean; `--stem conv` embeds
+tokens with a small 3-D conv stem and `--layer-scale S` scales every block's branches from S
+(`model.stem`, `model.layer_scale`). Prints per epoch the training loss and accuracy and the
+unseen signers' Top-1, and a closing line per model.
 
     signmae synth -c cpu_demo                     # or any synthetic dataset folder
     python bench/bench_learnability.py --data runs/demo/data/synthetic --size 112 --patch 16
@@ -220,6 +222,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--variant", default="tiny")
     parser.add_argument("--pool", default="mean", help="model.pool: mean or max")
+    parser.add_argument("--stem", default="linear", help="model.stem: linear or conv")
+    parser.add_argument("--layer-scale", type=float, help="model.layer_scale (default: off)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -251,6 +255,8 @@ def main() -> None:
         "img_size": args.size,
         "patch_size": args.patch,
         "pool": args.pool,
+        "stem": args.stem,
+        "layer_scale": args.layer_scale,
     }
     builders: dict[str, Callable[[np.random.Generator], nn.Module]] = {
         "vit": lambda rng: vit(model_cfg, len(classes), args, views_for(rng), train, rng),

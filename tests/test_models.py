@@ -252,6 +252,65 @@ def test_max_pooling_takes_each_feature_from_its_largest_token() -> None:
         ModelSpec(pool="median")
 
 
+CONV = dataclasses.replace(SPEC, stem="conv", layer_scale=0.1)  # 8 px patches: 3 conv blocks
+
+
+def test_conv_stem_keeps_masked_pixels_from_the_visible_tokens() -> None:
+    torch.manual_seed(0)
+    mae = create_pretrain_model(CONV).eval()
+    encoder = mae.encoder
+    clips = random_clips(2)
+    mask = random_mask(2, NUM_TOKENS // 2)
+    visible = torch.stack([row.nonzero().flatten() for row in ~mask])  # (2, 16)
+    other = clips.clone()  # the same visible pixels, other pixels under the mask
+    tokens = patchify(other, 2, 8)  # (B, N, 128, 3) views into a copy
+    noise = torch.randint(0, 256, tokens.shape, dtype=torch.uint8)
+    tokens[mask] = noise[mask]
+    other = unpatchify(tokens.flatten(2), (2, 4, 4), 2, 8)
+    assert not torch.equal(other, clips)
+
+    def visible_features(batch: torch.Tensor) -> torch.Tensor:
+        return encoder(batch, visible)  # (2, 16, D)
+
+    torch.testing.assert_close(visible_features(other), visible_features(clips))
+    assert visible_features(clips).shape == (2, NUM_TOKENS // 2, get_variant("tiny").embed_dim)
+    # the same as the whole clip with its masked tokens at the mean colour (zero once normalized)
+    grey = patchify(clips.float() / 255, 2, 8)
+    grey[mask] = torch.tensor(CONV.mean)
+    grey = unpatchify(grey.flatten(2), (2, 4, 4), 2, 8)
+    embed = encoder.patch_embed
+    whole = embed(encoder.normalize_pixels(encoder.patch_pixels(grey)))  # (2, N, D), every token
+    expected = torch.stack([whole[b, visible[b]] for b in range(2)])
+    given = torch.stack([encoder.patch_pixels(clips)[b, visible[b]] for b in range(2)])
+    embedded = embed(encoder.normalize_pixels(given), visible)
+    torch.testing.assert_close(embedded, expected, atol=1e-5, rtol=1e-5)
+    # a visible pixel does reach its neighbours (a linear embedding would not)
+    first = int(visible[0, 0])
+    nudged = patchify(clips.clone(), 2, 8)
+    nudged[0, first] = 255 - nudged[0, first]
+    nudged = unpatchify(nudged.flatten(2), (2, 4, 4), 2, 8)
+    changed = (visible_features(nudged)[0] - visible_features(clips)[0]).abs().amax(dim=1) > 1e-6
+    assert int(changed.sum()) > 1, changed
+    # pretraining and the classifier run on it
+    assert torch.isfinite(mae(clips, mask)["loss"])
+    assert create_classifier(CONV, num_classes=4)(clips).shape == (2, 4)
+    with pytest.raises(ValueError, match="power-of-two"):
+        create_classifier(dataclasses.replace(CONV, img_size=36, patch_size=12), 4)
+
+
+def test_layer_scale_starts_each_block_near_the_identity() -> None:
+    torch.manual_seed(0)
+    block = create_classifier(CONV, num_classes=3).encoder.blocks[0]
+    assert torch.equal(block.gamma_1, torch.full((192,), 0.1))
+    assert torch.equal(block.gamma_2, torch.full((192,), 0.1))
+    x = torch.randn(2, 5, 192)
+    after_attn = x + 0.1 * block.attn(block.norm1(x))
+    expected = after_attn + 0.1 * block.mlp(block.norm2(after_attn))
+    torch.testing.assert_close(block(x), expected)
+    plain = create_classifier(SPEC, num_classes=3).encoder.blocks[0]
+    assert plain.gamma_1 is None and "gamma_1" not in dict(plain.named_parameters())
+
+
 def test_classifier_loads_pretrained_encoder(mae: torch.nn.Module) -> None:
     clf = create_classifier(SPEC, num_classes=5)
     clf.load_encoder_state_dict(mae.encoder.state_dict())

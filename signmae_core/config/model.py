@@ -40,6 +40,17 @@ class ModelConfig(Section):
         description="Classifier pooling over tokens: mean (VideoMAE) or max, which lets a few "
         "hand tokens decide where the frame is mostly body and background (docs/results.md).",
     )
+    stem: Literal["linear", "conv"] = Field(
+        "linear",
+        description="Token embedding: linear per token (VideoMAE), or a small 3-D conv stem "
+        "down to the token grid (masked tokens are zeros to it; docs/results.md).",
+    )
+    layer_scale: float | None = Field(
+        None,
+        gt=0,
+        description="LayerScale: each block's branches scaled by learned factors starting here "
+        "(None: off).",
+    )
     mean: tuple[float, float, float] = Field(
         (0.485, 0.456, 0.406), description="Pixel mean the model normalizes its input with."
     )

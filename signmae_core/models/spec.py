@@ -12,6 +12,7 @@ from typing import Any
 
 POS_EMBED_KINDS = ("sincos", "learned")
 POOL_KINDS = ("mean", "max")
+STEM_KINDS = ("linear", "conv")
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,18 @@ class ModelSpec:
     drop_path: float = 0.0
     head_dropout: float = 0.0
     pool: str = "mean"
+    stem: str = "linear"
+    layer_scale: float | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self) -> None:
         if self.pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {self.pos_embed!r}")
+        if self.stem not in STEM_KINDS:
+            raise ValueError(f"stem must be one of {STEM_KINDS}, got {self.stem!r}")
+        if self.layer_scale is not None and self.layer_scale <= 0:
+            raise ValueError(f"layer_scale must be positive or None, got {self.layer_scale}")
         if self.pool not in POOL_KINDS:
             raise ValueError(f"pool must be one of {POOL_KINDS}, got {self.pool!r}")
         for name in ("num_frames", "img_size", "patch_size", "tubelet_size"):

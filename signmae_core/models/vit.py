@@ -138,10 +138,20 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`."""
+    """Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
+
+    With `layer_scale`, each branch is first multiplied by a learned per-channel factor that
+    starts at that value (LayerScale, VideoMAE's `init_values`; `gamma_1`, `gamma_2`), so the
+    block starts close to the identity.
+    """
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
@@ -149,11 +159,19 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if layer_scale is None:
+            self.gamma_1 = self.gamma_2 = None
+        else:
+            self.gamma_1 = nn.Parameter(torch.full((dim,), float(layer_scale)))
+            self.gamma_2 = nn.Parameter(torch.full((dim,), float(layer_scale)))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: `(B, n, D)` -> `(B, n, D)`."""
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.gamma_1 is None:
+            x = x + self.drop_path(self.attn(self.norm1(x)))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
+        return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
 
 
 def init_vit_weights(module: nn.Module) -> None:
@@ -183,8 +201,57 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Linear(patch_dim, embed_dim)
 
-    def forward(self, patches: Tensor) -> Tensor:
+    def forward(self, patches: Tensor, token_index: Tensor | None = None) -> Tensor:
+        """Tokens `(B, n, P * 3)` -> `(B, n, D)`; each token alone (`token_index` unused)."""
         return self.proj(patches)
+
+
+class ConvPatchEmbed(nn.Module):
+    """A 3-D convolutional stem down to the token grid: `(B, n, P * 3)` -> `(B, n, D)`.
+
+    `log2(patch)` blocks of 3x3x3 convolution + BatchNorm + ReLU, each halving the frame (the
+    last `log2(tubelet)` ones halving time too), then a linear map to the width: the same hand
+    gives the same features wherever it is, which a linear patch embedding has to learn per
+    position (docs/results.md). The tokens given are put back on the full grid with every other
+    token zero, so a token's features depend on the given tokens only: under MAE masking no
+    masked pixel reaches a visible token (in training mode BatchNorm's statistics pool over the
+    batch, zeros included: one mean and variance per channel, not a token's content).
+    """
+
+    def __init__(self, spec: ModelSpec, embed_dim: int) -> None:
+        super().__init__()
+        patch, tubelet = spec.patch_size, spec.tubelet_size
+        spatial, temporal = int(math.log2(patch)), int(math.log2(tubelet))
+        if 2**spatial != patch or 2**temporal != tubelet or temporal > spatial or spatial < 2:
+            raise ValueError(
+                f"a conv stem needs a power-of-two patch_size >= 4 ({patch}) and a power-of-two "
+                f"tubelet_size ({tubelet}) of at most the patch size"
+            )
+        self.spec = spec
+        blocks, channels = [], 3
+        for i in range(spatial):
+            out = min(32 * 2**i, 256)
+            stride = (2 if i >= spatial - temporal else 1, 2, 2)
+            blocks += [nn.Conv3d(channels, out, 3, stride, 1), nn.BatchNorm3d(out), nn.ReLU()]
+            channels = out
+        self.convs = nn.Sequential(*blocks)
+        self.proj = nn.Linear(channels, embed_dim)
+
+    def forward(self, patches: Tensor, token_index: Tensor | None = None) -> Tensor:
+        """Tokens `(B, n, P * 3)` at grid positions `token_index` `(B, n)` (None: all, in grid
+        order) -> `(B, n, D)`."""
+        spec = self.spec
+        b = patches.shape[0]
+        if token_index is None:
+            full = patches
+        else:
+            full = patches.new_zeros(b, spec.num_tokens, patches.shape[2])
+            full.scatter_(1, token_index[:, :, None].expand(-1, -1, patches.shape[2]), patches)
+        clips = unpatchify(full, spec.grid, spec.tubelet_size, spec.patch_size)
+        features = self.convs(clips).flatten(2).transpose(1, 2)  # (B, N, C), grid order
+        if token_index is not None:
+            features = gather_tokens(features, token_index)
+        return self.proj(features)
 
 
 class VideoViTEncoder(nn.Module):
@@ -205,14 +272,23 @@ class VideoViTEncoder(nn.Module):
         self.depth = variant.depth
         self.register_buffer("pixel_mean", torch.tensor(spec.mean), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(spec.std), persistent=False)
-        self.patch_embed = PatchEmbed(self.patch_dim, self.embed_dim)
+        if spec.stem == "conv":
+            self.patch_embed = ConvPatchEmbed(spec, self.embed_dim)
+        else:
+            self.patch_embed = PatchEmbed(self.patch_dim, self.embed_dim)
         if spec.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dim))
         else:  # saved with the weights, so a checkpoint carries the table it was trained with
             self.register_buffer("pos_embed", sinusoid_table(self.num_tokens, self.embed_dim))
         rates = torch.linspace(0, spec.drop_path, variant.depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(self.embed_dim, variant.num_heads, variant.mlp_ratio, drop_path=rate)
+            Block(
+                self.embed_dim,
+                variant.num_heads,
+                variant.mlp_ratio,
+                drop_path=rate,
+                layer_scale=spec.layer_scale,
+            )
             for rate in rates
         )
         self.norm = (
@@ -242,7 +318,7 @@ class VideoViTEncoder(nn.Module):
 
         `token_index=None` means all `N` tokens in grid order.
         """
-        x = self.patch_embed(self.normalize_pixels(pixels))
+        x = self.patch_embed(self.normalize_pixels(pixels), token_index)
         pos = self.pos_embed[0]  # (N, D)
         pos = pos if token_index is None else pos[token_index]
         x = x + pos.to(x.dtype)  # the residual stream stays in autocast's dtype
