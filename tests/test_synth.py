@@ -361,3 +361,32 @@ def test_mediapipe_finds_the_synthetic_hands(tmp_path: Path) -> None:
                     detected += bool(result.multi_hand_landmarks)
     assert with_hand > 50
     assert detected / with_hand >= 0.8, (detected, with_hand)
+
+
+def test_an_unlabelled_pool_puts_every_clip_in_pretrain_and_ingests_without_labels(
+    tmp_path: Path,
+) -> None:
+    from signmae_core.ingest.plan import build_rows, plan_videos
+    from signmae_core.synth import ensure_config_datasets, synth_hash
+
+    # the flag off keeps the hash datasets had before it existed (no regeneration)
+    assert synth_hash(TINY) == synth_hash(TINY.model_copy(update={"unlabeled": False}))
+    assert "unlabeled" not in TINY.output_dump()
+    cfg = load_config(None, [
+        f"datasets.0.root={tmp_path}/labelled",
+        "datasets.0.synth={classes: 2, signers: 2, reps: 1, frames: 4, size: 64, workers: 1}",
+    ])
+    pool = cfg.datasets[0].model_copy(update={
+        "name": "pool", "root": str(tmp_path / "pool"),
+        "synth": SynthConfig(classes=2, signers=2, reps=1, frames=4, size=64, seed=5,
+                             unlabeled=True, workers=1)})
+    cfg = cfg.model_copy(update={"datasets": [cfg.datasets[0], pool]})
+    made = {name: summary for name, _, summary in ensure_config_datasets(cfg)}
+    assert made["synthetic"]["clips"] == made["pool"]["clips"] == 4
+    assert {r["split"] for r in _rows(tmp_path / "labelled")} == {"train", "test"}
+    assert {r["split"] for r in _rows(tmp_path / "pool")} == {"pretrain"}
+    assert not (tmp_path / "pool" / "class_groups.json").exists()
+    planned = plan_videos(pool)
+    rows, _, classes, _ = build_rows(planned, {}, pool, [])
+    assert len(rows) == 4 and classes == []
+    assert all(row["label_id"] is None and row["label"] for row in rows)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .base import Section, runtime_field
+from .synth import SynthConfig
 
 
 class DatasetConfig(Section):
@@ -50,6 +51,12 @@ class DatasetConfig(Section):
         default_factory=lambda: ["unlabeled", "pretrain"],
         description="Splits whose videos are for pretraining only: their label text is kept but "
         "they get no label_id and stay out of the class map.",
+    )
+    synth: SynthConfig | None = runtime_field(
+        None,
+        description="A synthetic dataset: generated at `root` with these settings when missing "
+        "(`signmae demo`, `signmae study`). Its files' fingerprints decide versions, as for any "
+        "dataset, so this setting is out of the hash.",
     )
     classes: int | None = Field(
         None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, ValidationInfo, field_validator
 
 from .base import Section, runtime_field
@@ -17,6 +19,11 @@ class SynthConfig(Section):
     size: int = Field(224, ge=32, le=1024, description="Square frame size in pixels (even).")
     fps: int = Field(25, ge=1, le=240, description="Frame rate of the written videos.")
     test_signers: int = Field(1, ge=1, description="Signers held out for the test split.")
+    unlabeled: bool = Field(
+        False,
+        description="Every clip in the `pretrain` split: an unlabelled pool for pretraining "
+        "(ingest keeps the label text but gives no label id; no test split).",
+    )
     seed: int = Field(0, ge=0, description="Seed: the same seed gives byte-identical outputs.")
     crf: int = Field(
         18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger."
@@ -27,6 +34,14 @@ class SynthConfig(Section):
         le=64,
         description="Processes rendering clips (0: one per CPU, at most 8); output is the same.",
     )
+
+    def output_dump(self) -> dict[str, Any]:
+        """As `Section.output_dump`, without `unlabeled` while it is off, so datasets made before
+        it existed keep their hash (and are not generated again)."""
+        dump = super().output_dump()
+        if not self.unlabeled:
+            dump.pop("unlabeled", None)
+        return dump
 
     @field_validator("size")
     @classmethod

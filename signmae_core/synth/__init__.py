@@ -2,7 +2,8 @@
 
 `generate(out, cfg)` writes H.264 videos, `labels.csv` (split by signer) and per-frame ground
 truth (hand landmarks in MediaPipe order, part label maps); `ensure_generated` skips a complete
-dataset of the same config; `read_ground_truth` reads one clip's ground truth back.
+dataset of the same config (`ensure_config_datasets`: every synthetic dataset of a pipeline
+config); `read_ground_truth` reads one clip's ground truth back.
 Format and conventions: docs/SYNTH.md.
 """
 
@@ -11,11 +12,13 @@ from .generate import (
     COMPLETION_FILE,
     HANDS,
     Clip,
+    ensure_config_datasets,
     ensure_generated,
     generate,
     read_manifest,
     render_clip,
     synth_hash,
+    synthetic_datasets,
 )
 from .ground_truth import GroundTruth, read_ground_truth
 
@@ -25,10 +28,12 @@ __all__ = [
     "HANDS",
     "Clip",
     "GroundTruth",
+    "ensure_config_datasets",
     "ensure_generated",
     "generate",
     "read_ground_truth",
     "read_manifest",
     "render_clip",
     "synth_hash",
+    "synthetic_datasets",
 ]

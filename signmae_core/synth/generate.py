@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from signmae_core.config import SynthConfig, config_hash
+from signmae_core.config import PipelineConfig, SynthConfig, config_hash
 from signmae_core.ingest.class_groups import CLASS_GROUPS_NAME, class_groups_json
 from signmae_core.parts import PART_NAMES
 
@@ -90,7 +90,10 @@ def video_id(signer: int, class_index: int, rep: int) -> str:
 
 
 def split_of(cfg: SynthConfig, signer: int) -> str:
-    """The split of a signer: "test" for the last `cfg.test_signers` signers, else "train"."""
+    """The split of a signer: "test" for the last `cfg.test_signers` signers, else "train";
+    "pretrain" for everyone in an unlabelled pool."""
+    if cfg.unlabeled:
+        return "pretrain"
     return "test" if signer >= cfg.signers - cfg.test_signers else "train"
 
 
@@ -319,10 +322,14 @@ def minimal_pairs(signs: list[Sign]) -> list[dict[str, Any]]:
     return groups
 
 
-def write_class_groups(out: Path, signs: list[Sign]) -> None:
-    """Write `class_groups.json` unless it already holds these groups (no needless mtime)."""
-    text = class_groups_json(minimal_pairs(signs))
+def write_class_groups(out: Path, signs: list[Sign], unlabeled: bool = False) -> None:
+    """Write `class_groups.json` unless it already holds these groups (no needless mtime); an
+    unlabelled pool has no classes to group, so none."""
     path = out / CLASS_GROUPS_NAME
+    if unlabeled:
+        path.unlink(missing_ok=True)
+        return
+    text = class_groups_json(minimal_pairs(signs))
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
     with _atomic(path) as tmp:
@@ -402,7 +409,7 @@ def generate(out: Path, cfg: SynthConfig) -> dict[str, Any]:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["path", "label", "signer", "split"])
             writer.writerows(rows)
-    write_class_groups(out, signs)
+    write_class_groups(out, signs, cfg.unlabeled)
     manifest = _manifest(cfg, signs, len(rows))
     with _atomic(out / COMPLETION_FILE) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -429,7 +436,8 @@ def ensure_generated(out: Path, cfg: SynthConfig) -> dict[str, Any]:
     """
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("config_hash") == synth_hash(cfg):
-        write_class_groups(Path(out), build_class_set(cfg.classes))  # datasets made before it
+        # datasets made before class groups existed get them
+        write_class_groups(Path(out), build_class_set(cfg.classes), cfg.unlabeled)
         return {
             "clips": int(manifest["clips"]),
             "status": "up to date",
@@ -437,3 +445,22 @@ def ensure_generated(out: Path, cfg: SynthConfig) -> dict[str, Any]:
         }
     summary = generate(out, cfg)
     return {"clips": summary["clips"], "status": "generated", "config_hash": summary["config_hash"]}
+
+
+def synthetic_datasets(cfg: PipelineConfig) -> list[tuple[str, Path, SynthConfig]]:
+    """The datasets a config generates, as (name, root, settings): those with their own `synth`
+    section, and the first dataset with the config's `synth` section when it has none (the
+    embedded default)."""
+    found = []
+    for index, dataset in enumerate(cfg.datasets):
+        settings = dataset.synth or (cfg.synth if index == 0 else None)
+        if settings is not None:
+            found.append((dataset.name, Path(dataset.root), settings))
+    return found
+
+
+def ensure_config_datasets(cfg: PipelineConfig) -> list[tuple[str, Path, dict[str, Any]]]:
+    """`ensure_generated` for every dataset of `synthetic_datasets(cfg)`; returns (name, root,
+    summary) per dataset."""
+    return [(name, root, ensure_generated(root, settings))
+            for name, root, settings in synthetic_datasets(cfg)]
