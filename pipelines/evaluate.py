@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,38 +50,11 @@ from .training import (
     labelled,
     local_training_outputs,
     open_clips,
+    predict_views,
 )
 
 TOP_PREDICTIONS = 5
 METRICS_FILE = "metrics.jsonl"  # in a training stage folder
-
-
-def predict_views(
-    model: Any, clips: Any, views: int, batch_size: int, device: Any, threads: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of every view of every clip, `(M, V, K)`, and the labels `(M,)`.
-
-    `clips` offers `len()` and `load(index, None, view, num_views)` (a `ClipDataset`)."""
-    import torch
-
-    from signmae_core.train.engine import autocast
-
-    def load(index: int) -> list[dict[str, Any]]:
-        return [clips.load(index, None, view=v, num_views=views) for v in range(views)]
-
-    logits, labels = [], []
-    batches = [
-        list(range(i, min(i + batch_size, len(clips)))) for i in range(0, len(clips), batch_size)
-    ]
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for indices in batches:
-            items = list(pool.map(load, indices))
-            video = torch.stack([view["clips"] for item in items for view in item]).to(device)
-            with torch.no_grad(), autocast(device, "bf16"):
-                out = model(video).float().cpu().numpy()
-            logits.append(out.reshape(len(indices), views, -1))
-            labels += [item[0]["label"] for item in items]
-    return np.concatenate(logits), np.asarray(labels, dtype=np.int64)
 
 
 def _pretrained(ctx: StageContext) -> StageOutput | None:

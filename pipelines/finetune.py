@@ -16,25 +16,16 @@ config (an upstream of the plan); a safetensors path, that file (its checksum is
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from signmae_core.errors import InputError
 
 from .execute import StageContext, StageResult
-from .stages import SCRATCH
-from .training import combined_classes, dataset_clips, labelled, run_training_stage
-
-ENCODER_FILE = "encoder/encoder.safetensors"  # in the pretrain stage folder
-
-
-def initial_encoder(ctx: StageContext) -> str | None:
-    """The encoder weights to start from (a safetensors path), or None for random weights."""
-    choice = ctx.cfg.finetune.init_encoder
-    if choice == SCRATCH:
-        return None
-    if choice:
-        return str(Path(choice).resolve())
-    return ctx.upstream("pretrain").path(ENCODER_FILE)
+from .training import (
+    combined_classes,
+    dataset_clips,
+    initial_encoder,
+    labelled,
+    run_training_stage,
+)
 
 
 def compute(ctx: StageContext) -> StageResult:

@@ -26,9 +26,12 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from signmae_core.config import PipelineConfig, TrainConfig
 from signmae_core.data import Sampling
@@ -38,6 +41,7 @@ from signmae_core.store import OutputEntry
 from . import outputs
 from .dag import DAMAGED, StageOutput
 from .execute import StageContext, StageResult
+from .stages import SCRATCH
 
 if TYPE_CHECKING:
     from signmae_core.data.shards import ShardClips
@@ -476,3 +480,45 @@ def run_training_stage(
     extra = {**summary, "datasets": [p.name for p in parts], "num_classes": len(class_names),
              "total_steps": steps}
     return StageResult(counts=counts, extra=extra)
+
+
+# ---- what finetuning starts from, and the model over evaluation views -------------------------
+ENCODER_FILE = "encoder/encoder.safetensors"  # in the pretrain stage folder
+
+
+def initial_encoder(ctx: StageContext) -> str | None:
+    """The encoder weights to start from (a safetensors path), or None for random weights."""
+    choice = ctx.cfg.finetune.init_encoder
+    if choice == SCRATCH:
+        return None
+    if choice:
+        return str(Path(choice).resolve())
+    return ctx.upstream("pretrain").path(ENCODER_FILE)
+
+
+def predict_views(
+    model: Any, clips: Any, views: int, batch_size: int, device: Any, threads: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of every view of every clip, `(M, V, K)`, and the labels `(M,)`.
+
+    `clips` offers `len()` and `load(index, None, view, num_views)` (a `ClipDataset`)."""
+    import torch
+
+    from signmae_core.train.engine import autocast
+
+    def load(index: int) -> list[dict[str, Any]]:
+        return [clips.load(index, None, view=v, num_views=views) for v in range(views)]
+
+    logits, labels = [], []
+    batches = [
+        list(range(i, min(i + batch_size, len(clips)))) for i in range(0, len(clips), batch_size)
+    ]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for indices in batches:
+            items = list(pool.map(load, indices))
+            video = torch.stack([view["clips"] for item in items for view in item]).to(device)
+            with torch.no_grad(), autocast(device, "bf16"):
+                out = model(video).float().cpu().numpy()
+            logits.append(out.reshape(len(indices), views, -1))
+            labels += [item[0]["label"] for item in items]
+    return np.concatenate(logits), np.asarray(labels, dtype=np.int64)

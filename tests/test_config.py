@@ -119,12 +119,13 @@ def test_runtime_fields_are_marked_on_the_models_and_left_out_of_output_hashes()
         ExtractConfig,
         IngestConfig,
         MasksConfig,
+        ProbeConfig,
         SynthConfig,
         TrainConfig,
     )
 
     expected = {
-        DatasetConfig: {"root"},
+        DatasetConfig: {"root", "synth"},
         IngestConfig: {"max_in_flight"},
         DecodeConfig: {"max_in_flight", "timeout_s"},
         ExtractConfig: {"num_workers", "num_cpus_per_worker", "clip_timeout_s", "clips_per_part"},
@@ -136,12 +137,14 @@ def test_runtime_fields_are_marked_on_the_models_and_left_out_of_output_hashes()
             "compile",
         },
         EvalConfig: {"device", "loader_threads"},
+        ProbeConfig: {"batch_size", "device", "loader_threads"},
     }
     for section, names in expected.items():
         assert set(section.runtime_fields()) == names, section.__name__
         dumped = section().output_dump()
-        # DatasetConfig.classes joins the hash once set, so older configs keep their versions
-        unset = {"classes"} if section is DatasetConfig else set()
+        # DatasetConfig.classes and SynthConfig.unlabeled join the hash once set, so older
+        # configs keep their versions
+        unset = {DatasetConfig: {"classes"}, SynthConfig: {"unlabeled"}}.get(section, set())
         assert set(dumped) == set(section.model_fields) - names - unset, section.__name__
     assert DatasetConfig(classes=5).output_dump()["classes"] == 5
     decode = DecodeConfig()

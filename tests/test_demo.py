@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from pipelines.cli import main
 
 DATA_STAGES = ["ingest", "decode", "extract", "masks", "shard", "shard_fields"]
-TRAIN_STAGES = ["pretrain", "finetune", "evaluate"]
+TRAIN_STAGES = ["pretrain", "finetune", "evaluate", "probe"]
 CLASSES = 3  # ci_tiny: synth.classes
 TEST_CLIPS = 3  # ci_tiny: 2 signers x 3 classes x 1 rep, one signer held out
 
@@ -140,6 +140,8 @@ def test_demo_runs_every_stage_writes_what_each_owes_and_reruns_as_skips(
     assert all(r["label"] in class_names for r in rows)
     _check_hand_size(metrics, _only_version(artifacts / "synthetic/extract"),
                      {r["video_id"] for r in rows}, tokens_across=64 / 16)  # ci_tiny's model
+    probed = json.loads((_only_version(artifacts / "_train/probe") / "metrics.json").read_text())
+    assert probed["num_clips"] == TEST_CLIPS and 0 <= probed["per_instance"]["top1"] <= 1
 
     # a second run finds everything up to date: no record is rewritten, and it says so
     before = {p: p.stat().st_mtime_ns for p in artifacts.rglob("_stage.json")}

@@ -23,21 +23,12 @@ import pytest
 from pipelines.progress import END, START, UPDATE, Progress, listening
 
 DATA_STAGES = ["ingest", "decode", "extract", "masks"]  # by hand: a stage dropped fails here
-TRAIN_STAGES = ["pretrain", "finetune", "evaluate"]
+TRAIN_STAGES = ["pretrain", "finetune", "evaluate", "probe"]
 BEFORE_MASKS = ["ingest", "decode", "extract"]  # what a mask recompute must not redo
 DATASET = "synthetic"
 
 
-# ---- a Prefect server and the tiny pipeline, once ---------------------------------------------
-@pytest.fixture(scope="session")
-def prefect_server() -> Any:
-    """One temporary Prefect server (and database) for every flow test of the session."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
+# ---- the tiny pipeline, once (the Prefect server is the session's: conftest.py) ----------------
 @dataclass
 class Tiny:
     """ci_tiny with oracle extraction, its store and data under one temporary folder."""
@@ -217,7 +208,8 @@ def test_masks_flow_with_new_settings_reruns_masks_and_downstream_only(
             if path.parts[-3] == stage:
                 assert path.stat().st_mtime_ns == mtime, path
     for stage in downstream - {"masks"}:
-        dataset = "_train" if stage in TRAIN_STAGES else DATASET
+        per_dataset = next(spec.per_dataset for spec in STAGES if spec.name == stage)
+        dataset = DATASET if per_dataset else "_train"
         assert len(tiny.versions(dataset, stage)) == 2, stage  # one per mask version
 
 

@@ -250,7 +250,7 @@ def test_plan_and_a_bad_run_start_no_ray(tmp_path: Path, monkeypatch: pytest.Mon
     args = [f"--set={o}" for o in _overrides("artifacts", "data/synthetic")]
     assert main(["plan", "-c", "ci_tiny", *args]) == 0
     out = capsys.readouterr().out
-    assert out.count("will run") == 9 and "missing" not in out  # every stage is implemented
+    assert out.count("will run") == 10 and "missing" not in out  # every stage is implemented
     assert main(["run", "nosuchstage", "-c", "ci_tiny", *args]) == 2
     assert "unknown stage 'nosuchstage'" in capsys.readouterr().err
     assert main(["run", "decode", "-c", "ci_tiny", *args]) == 2  # ingest has not run

@@ -60,3 +60,28 @@ def nearest_class_scores(
     clips score -inf.
     """
     return class_scores(squared_distances(queries, gallery), gallery_labels, num_classes)
+
+
+def weighted_knn_scores(
+    queries: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, num_classes: int,
+    k: int = 10, temperature: float = 0.07,
+) -> np.ndarray:
+    """(M, K) class scores of a weighted k-nearest-neighbour vote on cosine similarity.
+
+    queries: (M, D); gallery: (N, D); gallery_labels: (N,) in [0, K). Each query's k most similar
+    gallery clips (k capped at N) vote for their class with weight exp(similarity / temperature)
+    (Wu et al., 2018, the usual probe of self-supervised features); a class no neighbour belongs
+    to scores 0.
+    """
+    q = np.asarray(queries, dtype=np.float64)
+    g = np.asarray(gallery, dtype=np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    similarity = q @ g.T  # (M, N)
+    k = min(k, g.shape[0])
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]  # (M, k)
+    weights = np.exp(np.take_along_axis(similarity, nearest, axis=1) / temperature)
+    labels = np.asarray(gallery_labels, dtype=np.int64)[nearest]  # (M, k)
+    scores = np.zeros((q.shape[0], num_classes))
+    np.add.at(scores, (np.arange(q.shape[0])[:, None], labels), weights)
+    return scores

@@ -23,7 +23,7 @@ from .model import ModelConfig
 from .runtime import RayConfig, StoreConfig
 from .shard import ShardConfig
 from .synth import SynthConfig
-from .train import EvalConfig, TrainConfig
+from .train import EvalConfig, ProbeConfig, TrainConfig
 
 __all__ = [
     "ConfigError",
@@ -37,6 +37,7 @@ __all__ = [
     "MasksConfig",
     "ModelConfig",
     "PipelineConfig",
+    "ProbeConfig",
     "RayConfig",
     "Section",
     "ShardConfig",
@@ -88,6 +89,7 @@ class PipelineConfig(Section):
         default_factory=lambda: TrainConfig(lr=5e-4, layer_decay=0.75, label_smoothing=0.1)
     )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
     def dataset(self, name: str | None = None) -> DatasetConfig:
         """The dataset called `name` (the first one when None)."""

@@ -99,3 +99,25 @@ class EvalConfig(Section):
         "auto", description="auto (CUDA when available), cpu, cuda or cuda:N."
     )
     loader_threads: int = runtime_field(2, ge=0, description="Threads that load clips (0: inline).")
+
+
+class ProbeConfig(Section):
+    """The k-nearest-neighbour probe: what the encoder finetuning starts from knows, frozen."""
+
+    k: int = Field(10, ge=1, description="Neighbours that vote (capped at the gallery size).")
+    temperature: float = Field(
+        0.07, gt=0, description="Votes weigh exp(cosine similarity / temperature)."
+    )
+    views: int = Field(2, ge=1, description="Temporal views per clip; their features averaged.")
+    topk: list[int] = Field(default_factory=lambda: [1, 5], description="Top-k accuracies.")
+    gallery_splits: list[str] = Field(
+        default_factory=lambda: ["train"], description="Labelled splits the neighbours come from."
+    )
+    query_splits: list[str] = Field(
+        default_factory=lambda: ["test"], description="Splits classified by their neighbours."
+    )
+    batch_size: int = runtime_field(8, ge=1, description="Clips per forward pass.")
+    device: str = runtime_field(
+        "auto", description="auto (CUDA when available), cpu, cuda or cuda:N."
+    )
+    loader_threads: int = runtime_field(2, ge=0, description="Threads that load clips (0: inline).")
