@@ -261,42 +261,17 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
 # ---- leakage -------------------------------------------------------------------------------------
 def bench_leakage(cfg: Any, draws: int) -> dict[str, Any]:
     """Per sampler: leakage and the share of hand tokens masked, over every clip's eval view."""
-    import numpy as np
-    import torch
-
-    from pipelines import outputs
-    from pipelines.dag import Plan
-    from signmae_core.data import ClipDataset, ClipRecord, Sampling
-    from signmae_core.masking import Leakage, TokenMasker, hand_leakage
+    from pipelines.study import hand_leakage_of
     from signmae_core.models import token_grid
 
-    plan = Plan(cfg)
-    dataset = cfg.dataset().name
-    reader = outputs.field_reader(plan, dataset)
-    records = [
-        ClipRecord(r["video_id"], r["clip_path"], dataset=dataset)
-        for r in outputs.clip_rows(plan, dataset)
-        if r["status"] == "ok" and r["video_id"] in reader
-    ]
-    data = ClipDataset(records, Sampling.from_config(cfg), fields=reader, train=False)
-    fields = torch.from_numpy(np.stack([data.load(i, None)["fields"] for i in range(len(data))]))
-    grid = token_grid(cfg.model)
-    out: dict[str, Any] = {"clips": len(records), "ratio": cfg.masking.ratio, "grid": list(grid)}
-    generator = torch.Generator().manual_seed(0)
+    out: dict[str, Any] = {"ratio": cfg.masking.ratio, "grid": list(token_grid(cfg.model))}
     for name, settings in SAMPLER_RUNS:
-        masker = TokenMasker.from_config(
-            cfg.masking.model_copy(update={"sampler": name, **settings}), grid
-        )
-        total = Leakage()
-        for _ in range(draws):
-            draw = masker(fields, generator=generator)
-            total = total + hand_leakage(draw.mask, draw.maps.hands, grid)
+        masking = cfg.masking.model_copy(update={"sampler": name, **settings})
+        found = hand_leakage_of(cfg.model_copy(update={"masking": masking}), draws, splits=[])
+        out["clips"] = found["clips"]
         label = name + (f"@{settings['strength']:g}" if settings else "")
-        out[label] = {
-            "leakage": round(total.share, 4),
-            "hand_tokens_masked": round(total.hand_masked_share, 4),
-            "hand_tokens_per_clip": total.hand_tokens / (draws * max(1, len(records))),
-        }
+        out[label] = {"leakage": found["leakage"], "hand_tokens_masked": found["hand_masked"],
+                      "hand_tokens_per_clip": found["hand_tokens_per_clip"]}
     return out
 
 

@@ -13,14 +13,15 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.dag import Plan
 from signmae_core.config import load_config
 from signmae_core.errors import SignmaeError
 
+T = TypeVar("T")
 SERVER_HOME = Path("runs/prefect")  # the temporary server's database and log, like runs/ itself
 
 
@@ -40,25 +41,35 @@ def run_demo(config: str, overrides: list[str] | None = None, force: bool = Fals
 
 def _demo(config: str, overrides: list[str] | None, force: bool, keep_server: bool,
           verbose: bool) -> list[dict[str, Any]]:
-    from signmae_core.synth import ensure_generated
-
-    from .server import configured_api_url, temporary_server
+    from signmae_core.synth import ensure_config_datasets
 
     cfg = load_config(config, overrides)  # a bad config fails before any server starts
     plan = Plan.from_config(cfg)
     dataset = plan.cfg.dataset()
-    summary = ensure_generated(Path(dataset.root), plan.cfg.synth)
-    print(f"[synth] {dataset.root}: {summary['clips']} clips ({summary['status']})", flush=True)
+    for _, root, summary in ensure_config_datasets(plan.cfg):
+        print(f"[synth] {root}: {summary['clips']} clips ({summary['status']})", flush=True)
+    return with_prefect_server(
+        lambda ui: _run_and_report(config, overrides, dataset.name, force, ui=ui,
+                                   verbose=verbose),
+        keep_server,
+    )
+
+
+def with_prefect_server(run: Callable[[bool], T], keep_server: bool = False) -> T:
+    """`run(ui)` against the Prefect server this process points at, else against a temporary
+    one (kept, after `run`, until Ctrl-C when `keep_server`); `ui` says whether a server outlives
+    the run, so that printing its UI address is worth it."""
+    from .server import configured_api_url, temporary_server
+
     if configured_api_url():
-        return _run_and_report(config, overrides, dataset.name, force, ui=True, verbose=verbose)
+        return run(True)
     with temporary_server(SERVER_HOME) as api:
         print(f"[prefect] temporary server at {api.removesuffix('/api')} "
               f"(log: {SERVER_HOME / 'server.log'})", flush=True)
-        rows = _run_and_report(config, overrides, dataset.name, force, ui=keep_server,
-                               verbose=verbose)
+        result = run(keep_server)
         if keep_server:
             _wait_for_interrupt()
-    return rows
+    return result
 
 
 def _run_and_report(config: str, overrides: list[str] | None, dataset: str, force: bool,
@@ -169,4 +180,4 @@ def _blank(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-__all__ = ["DemoFailed", "metrics_table", "print_summary", "run_demo"]
+__all__ = ["DemoFailed", "metrics_table", "print_summary", "run_demo", "with_prefect_server"]

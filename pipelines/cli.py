@@ -70,7 +70,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     base = load_config(args.config, args.overrides).synth.model_dump()
     given = {
         k: getattr(args, k)
-        for k in ("classes", "signers", "reps", "frames", "size", "fps", "seed", "test_signers")
+        for k in ("classes", "signers", "reps", "frames", "size", "fps", "seed", "test_signers",
+                  "unlabeled")
         if getattr(args, k) is not None
     }
     try:
@@ -144,6 +145,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from flows.study import run_study
+
+    run_study(args.study, args.arm or None, keep_server=args.keep_server,
+              verbose=_verbose(args))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.hashes:
@@ -185,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, help="frame rate")
     p.add_argument("--test-signers", dest="test_signers", type=int, help="held-out signers")
     p.add_argument("--seed", type=int, help="random seed (same seed: same bytes)")
+    p.add_argument("--unlabeled", action="store_true", default=None,
+                   help="an unlabelled pool: every clip in the pretrain split")
     _add_config_args(p)
     p.set_defaults(func=cmd_synth)
 
@@ -212,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_and_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """`signmae run` and `signmae demo`."""
+    """`signmae run`, `signmae demo` and `signmae study`."""
     p = sub.add_parser("run", help="run pipeline stages (all available ones by default)")
     p.add_argument("stages", nargs="*", metavar="STAGE", help=f"one of: {', '.join(STAGE_NAMES)}")
     p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: all)")
@@ -233,6 +244,18 @@ def _add_run_and_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--verbose", action="store_true", help="show Prefect's run logs too")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo, config="cpu_demo")
+
+    p = sub.add_parser(
+        "study", help="run a study's arms (each seed a Prefect flow run) and tabulate them"
+    )
+    p.add_argument("study", metavar="STUDY", help="study file, e.g. configs/study_synth.yaml")
+    p.add_argument("--arm", action="append", help="run only this arm (repeatable)")
+    p.add_argument(
+        "--keep-server", action="store_true",
+        help="keep the temporary Prefect server after the study (Ctrl-C stops it)",
+    )
+    p.add_argument("--verbose", action="store_true", help="show Prefect's run logs too")
+    p.set_defaults(func=cmd_study)
 
 
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

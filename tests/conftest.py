@@ -62,6 +62,15 @@ def ray_local() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect server (and database) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     """The shared real clips, read in place. Absent on a developer's laptop the tests that need
     them skip; under CI (`CI` set) an absent folder is a failure, never a silent skip."""

@@ -1,8 +1,9 @@
 """`signmae serve` and `prefect.yaml`, tested from outside as a user runs them.
 
-- prefect.yaml: every flow of flows/pipeline.py has a deployment on the process pool, every
-  entrypoint loads with Prefect's own loader, and the Kubernetes work-pool templates in
-  infra/prefect/ pass the validation Prefect's server applies to `--base-job-template`.
+- prefect.yaml: every flow of flows/pipeline.py and flows/study.py has a deployment on the
+  process pool, every entrypoint loads with Prefect's own loader, and the Kubernetes work-pool
+  templates in infra/prefect/ pass the validation Prefect's server applies to
+  `--base-job-template`.
 - `signmae serve` in a subprocess (its own HOME, PREFECT_HOME and Ray temp folder, free ports):
   `prefect deployment run 'signmae-masks/local'` with new mask settings completes through the
   worker; its task runs show ingest/decode/extract "Skipped" and masks "Completed" with a new
@@ -49,17 +50,19 @@ def test_prefect_yaml_has_a_loadable_deployment_per_flow() -> None:
     from prefect.flows import load_flow_from_entrypoint
 
     import flows.pipeline as pipeline
+    import flows.study as study
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    flows = {getattr(pipeline, n).name for n in dir(pipeline)
-             if isinstance(getattr(pipeline, n), Flow)}
-    assert "signmae-pipeline" in flows and "signmae-masks" in flows
+    modules = {"flows/pipeline.py": pipeline, "flows/study.py": study}
+    flows = {getattr(module, n).name for module in modules.values() for n in dir(module)
+             if isinstance(getattr(module, n), Flow)}
+    assert {"signmae-pipeline", "signmae-masks", "signmae-study"} <= flows
     deployed: set[str] = set()
     for deployment in spec["deployments"]:
         path, _, func = deployment["entrypoint"].partition(":")
-        assert path == "flows/pipeline.py" and func, deployment
+        assert path in modules and func, deployment
         loaded = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
-        assert loaded.name == getattr(pipeline, func).name
+        assert loaded.name == getattr(modules[path], func).name
         assert deployment["work_pool"]["name"] in {"signmae-local", "signmae-k8s"}
         if deployment["work_pool"]["name"] == "signmae-local":
             deployed.add(loaded.name)

@@ -196,22 +196,20 @@ def test_gc_keeps_what_a_kept_record_read_and_leaves_unknown_folders(
 
 
 def test_a_flow_run_is_recorded_as_the_maker(
-    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    prefect_server: None,
 ) -> None:
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.client.orchestration import get_client
 
     from flows.pipeline import signmae_ingest
 
     root = tmp_path
     (root / "synthetic").symlink_to(store["root"] / "synthetic")
-    with prefect_test_harness(server_startup_timeout=120):
-        state = signmae_ingest(config="ci_tiny", overrides=_overrides(root), downstream=False,
-                               return_state=True)
-        assert state.is_completed(), state
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            name = client.read_flow_run(state.state_details.flow_run_id).name
+    state = signmae_ingest(config="ci_tiny", overrides=_overrides(root), downstream=False,
+                           return_state=True)
+    assert state.is_completed(), state
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(state.state_details.flow_run_id).name
     capsys.readouterr()
     assert main(["status", "--json", *_args(root)]) == 0
     row = next(r for r in json.loads(capsys.readouterr().out) if r["stage"] == "ingest")
