@@ -499,9 +499,11 @@ def initial_encoder(ctx: StageContext) -> str | None:
 def predict_views(
     model: Any, clips: Any, views: int, batch_size: int, device: Any, threads: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of every view of every clip, `(M, V, K)`, and the labels `(M,)`.
+    """The model's output for every view of every clip, `(M, V, K)` (logits, or features for
+    the probe), and the labels `(M,)`.
 
-    `clips` offers `len()` and `load(index, None, view, num_views)` (a `ClipDataset`)."""
+    `model` maps clips `(B, 3, T, H, W)` to `(B, K)`; `clips` offers `len()` and
+    `load(index, None, view, num_views)` (a `ClipDataset` or `ShardClips`)."""
     import torch
 
     from signmae_core.train.engine import autocast
