@@ -48,6 +48,7 @@ from .training import (
     combined_classes,
     dataset_clips,
     labelled,
+    labelled_budget,
     local_training_outputs,
     open_clips,
     predict_views,
@@ -193,8 +194,9 @@ def compute(ctx: StageContext) -> StageResult:
     groups = group_indices(combined_groups(ctx.plan, parts), names)
     metrics = classification_metrics(scores, labels, names, settings.topk,
                                      settings.confused_pairs, groups)
-    train = [labelled(dataset_clips(ctx, d.name, ctx.cfg.finetune.splits, clip_files=True))
-             for d in ctx.datasets]
+    train = labelled_budget(ctx, [labelled(dataset_clips(ctx, d.name, ctx.cfg.finetune.splits,
+                                                         clip_files=True))
+                                  for d in ctx.datasets], ctx.cfg.finetune.clips_per_class)
     metrics["baselines"] = compute_baselines(ctx.plan, train, parts, settings.topk)
     metrics["hand_size"] = _hand_size(ctx, parts, info["model"])
     metrics["setup"] = _setup(ctx, parts, finetuned, info, metrics["hand_size"])

@@ -24,14 +24,18 @@ from .training import (
     dataset_clips,
     initial_encoder,
     labelled,
+    labelled_budget,
     run_training_stage,
 )
 
 
 def compute(ctx: StageContext) -> StageResult:
     """Finetune on the labelled `finetune.splits` clips of every dataset."""
-    splits = ctx.cfg.finetune.splits
-    parts = [labelled(dataset_clips(ctx, d.name, splits)) for d in ctx.datasets]
+    splits, budget = ctx.cfg.finetune.splits, ctx.cfg.finetune.clips_per_class
+    if budget is not None and ctx.cfg.data.reader != "shards":
+        raise InputError("finetune.clips_per_class needs data.reader: shards")
+    parts = labelled_budget(ctx, [labelled(dataset_clips(ctx, d.name, splits))
+                                  for d in ctx.datasets], budget)
     class_names = combined_classes(parts)
     if not class_names or not any(p.records for p in parts):
         raise InputError(f"no labelled clips in splits {splits} to finetune on")

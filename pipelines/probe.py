@@ -12,7 +12,8 @@ What pretraining alone taught the encoder, with no finetuning: every labelled cl
 `probe.gallery_splits` and `probe.query_splits` goes through the encoder (`probe.views` temporal
 evaluation views, as evaluation cuts them), its tokens pooled as the classifier pools them
 (`model.pool`) and layer-normalised, the views' unit vectors averaged; each query clip is
-classified by a weighted vote of its `probe.k` most similar gallery clips
+classified by a weighted vote of its `probe.k` most similar gallery clips (the labelled budget
+of `finetune.clips_per_class` applies to the gallery)
 (`signmae_core.baselines.knn.weighted_knn_scores`). The encoder is the one `finetune` would start
 from: the pretrain stage's output, `finetune.init_encoder`'s file, or, for `scratch`, the random
 weights `finetune.seed` gives (the probe's floor).
@@ -30,10 +31,18 @@ import numpy as np
 from signmae_core.errors import InputError
 
 from .baselines_cmd import combined_groups
-from .evaluate import predict_views
 from .execute import StageContext, StageResult
-from .finetune import initial_encoder
-from .training import DatasetClips, combined_classes, dataset_clips, labelled, open_clips
+from .training import (
+    DatasetClips,
+    combined_classes,
+    dataset_clips,
+    initial_encoder,
+    labelled,
+    labelled_budget,
+    local_training_outputs,
+    open_clips,
+    predict_views,
+)
 
 
 def clip_features(ctx: StageContext, parts: list[DatasetClips], encoder: str | None,
@@ -77,12 +86,10 @@ def compute(ctx: StageContext) -> StageResult:
     from signmae_core.baselines.knn import weighted_knn_scores
     from signmae_core.eval.metrics import classification_metrics, group_indices
 
-    from .training import local_training_outputs
-
     ctx = local_training_outputs(ctx)  # object-store root: the encoder file copied locally
     settings = ctx.cfg.probe
-    gallery = [labelled(dataset_clips(ctx, d.name, settings.gallery_splits))
-               for d in ctx.datasets]
+    gallery = labelled_budget(ctx, [labelled(dataset_clips(ctx, d.name, settings.gallery_splits))
+                                    for d in ctx.datasets], ctx.cfg.finetune.clips_per_class)
     queries = [labelled(dataset_clips(ctx, d.name, settings.query_splits)) for d in ctx.datasets]
     names = combined_classes(gallery)
     if not any(p.records for p in gallery) or not any(p.records for p in queries):

@@ -54,15 +54,6 @@ def _init_encoder(cfg: PipelineConfig, dataset: DatasetConfig | None) -> dict[st
     return {"init_encoder": sha256_file(path)[:16]}
 
 
-def _probe_encoder(cfg: PipelineConfig, dataset: DatasetConfig | None) -> dict[str, str]:
-    """The probe's input when it does not read the pretrain stage: as finetuning's, and for
-    `scratch` the seed that draws the random weights."""
-    found = _init_encoder(cfg, dataset)
-    if cfg.finetune.init_encoder == SCRATCH:
-        found["seed"] = str(cfg.finetune.seed)
-    return found
-
-
 STAGES: list[Stage] = [
     Stage("ingest", (), 1, ("ingest",), True, "pipelines.ingest:compute",
           "probe videos, write the manifest and class map", dataset_config=True,
@@ -87,9 +78,10 @@ STAGES: list[Stage] = [
     Stage("evaluate", ("ingest", "decode", "extract", "shard", "finetune"), 3, ("evaluate",),
           False, "pipelines.evaluate:compute",
           "metrics JSON and report, within-group accuracy, floors and keypoint baseline"),
-    Stage("probe", ("shard", "pretrain"), 1, ("probe", "model", "data"), False,
+    # probe: the finetune section says which encoder (scratch: its seed) and the labelled budget
+    Stage("probe", ("shard", "pretrain"), 1, ("probe", "model", "data", "finetune"), False,
           "pipelines.probe:compute", "k-NN probe of the frozen encoder finetuning starts from",
-          optional_needs=_finetune_optional, extra_inputs=_probe_encoder),
+          optional_needs=_finetune_optional, extra_inputs=_init_encoder),
 ]
 
 STAGE_NAMES = [s.name for s in STAGES]

@@ -22,6 +22,7 @@ same machine only, docs/STORE.md).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 import tempfile
@@ -104,6 +105,37 @@ def labelled(part: DatasetClips) -> DatasetClips:
                    unlabeled=part.unlabeled + len(part.records) - len(records))
 
 
+def labelled_budget(ctx: StageContext, parts: Sequence[DatasetClips], per_class: int | None
+                    ) -> list[DatasetClips]:
+    """The labelled clips finetuning (and the floors) may use: every one when `per_class` is
+    None, else at most `per_class` of each class per dataset, taken in turn from each signer of
+    the manifest (signers sorted, a signer's clips in a fixed hashed order), so the same clips
+    for every seed and arm."""
+    if per_class is None:
+        return list(parts)
+    chosen = []
+    for part in parts:
+        manifest = outputs.manifest(ctx.plan, part.name).select(["video_id", "signer"])
+        signers = dict(zip(*manifest.to_pydict().values(), strict=True))
+        kept: set[str] = set()
+        for label in sorted({r["label"] for r in part.records if r["label"] >= 0}):
+            by_signer: dict[str, list[str]] = {}
+            for r in sorted((r for r in part.records if r["label"] == label),
+                            key=lambda r: _hashed(r["video_id"])):
+                by_signer.setdefault(str(signers.get(r["video_id"]) or ""), []).append(
+                    r["video_id"])
+            turns = [by_signer[s] for s in sorted(by_signer)]
+            order = [ids[i] for i in range(max(map(len, turns))) for ids in turns if i < len(ids)]
+            kept.update(order[:per_class])
+        records = [r for r in part.records if r["video_id"] in kept]
+        chosen.append(replace(part, records=records))
+    return chosen
+
+
+def _hashed(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def combined_classes(parts: Sequence[DatasetClips]) -> list[str]:
     """One class list over datasets: a single labelled dataset keeps its names; several are
     prefixed `<dataset>:` and concatenated in dataset order."""
@@ -140,10 +172,10 @@ def open_clips(
     from signmae_core.data.shards import ShardClips
 
     sets, opener = shard_sets(cfg, parts)
+    expected = [r["video_id"] for p in parts for r in p.records]
     reader = ShardClips(sets, Sampling.from_config(cfg), opener, with_fields=with_fields,
                         train=train, labelled_only=any(p.labelled_only for p in parts),
-                        decode=decode)
-    expected = [r["video_id"] for p in parts for r in p.records]
+                        decode=decode, only=set(expected))
     if not expected:
         raise InputError("no clips to read in the chosen splits")
     if [r.video_id for r in reader.records] != expected:

@@ -12,12 +12,13 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.dag import Plan
+from pipelines.stages import STAGES
 from signmae_core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["ingest", "decode", "extract", "masks"]
-STAGE_MODULES = ["ingest", "decode", "extract", "masks", "shard", "pretrain", "finetune",
-                 "evaluate"]
+STAGE_MODULES = sorted({spec.compute.split(":")[0].removeprefix("pipelines.")
+                        for spec in STAGES if spec.compute})  # every stage's module
 
 
 def _overrides(store: str, data: str) -> list[str]:

@@ -192,9 +192,66 @@ def test_a_two_arm_study_runs_each_arm_as_a_flow_run_and_tabulates_what_each_mea
     assert {p: p.stat().st_mtime_ns for p in store.rglob("_stage.json")} == records
 
 
+@pytest.fixture(scope="module")
+def more_clips(tiny_study: Path) -> list[str]:
+    """Overrides of ci_tiny with 4 signers x 2 reps: 18 training clips (3 signers), 6 test."""
+    from signmae_core.config import load_config
+    from signmae_core.synth import ensure_config_datasets
+
+    root = tiny_study.parent
+    overrides = [f"store.root={root}/artifacts", f"datasets.0.root={root}/data/more",
+                 "extract.backend=oracle", "synth.signers=4", "synth.reps=2"]
+    ensure_config_datasets(load_config("ci_tiny", overrides))
+    return overrides
+
+
+def test_a_labelled_budget_takes_each_signer_in_turn_and_the_same_clips_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+
+    from pipelines import training
+    from pipelines.training import DatasetClips, labelled_budget
+
+    ids = [f"s{s}_c{c}_r{r}" for s in range(4) for c in range(3) for r in range(3)]
+    manifest = pa.table({"video_id": ids, "signer": [i.split("_")[0] for i in ids]})
+    monkeypatch.setattr(training.outputs, "manifest", lambda plan, name: manifest)
+    records = [{"video_id": i, "label": int(i.split("_")[1][1]), "split": "train"} for i in ids]
+    part = DatasetClips("d", records, ["a", "b", "c"])
+    ctx: Any = type("Ctx", (), {"plan": None})()
+
+    (four,) = labelled_budget(ctx, [part], 4)
+    signers_per_class = {(r["label"], r["video_id"].split("_")[0]) for r in four.records}
+    assert len(four.records) == 12 and len(signers_per_class) == 12  # one clip per signer
+    (five,) = labelled_budget(ctx, [part], 5)
+    assert len(five.records) == 15 and {r["video_id"] for r in four.records} < {
+        r["video_id"] for r in five.records}
+    assert [r["video_id"] for r in five.records] == [
+        r["video_id"] for r in labelled_budget(ctx, [part], 5)[0].records]
+    assert labelled_budget(ctx, [part], None)[0].records == records
+    assert labelled_budget(ctx, [part], 100)[0].records == records
+
+
+@pytest.mark.slow
+def test_finetuning_and_the_probe_keep_to_the_labelled_budget(
+    more_clips: list[str], ray_local: None
+) -> None:
+    from pipelines.dag import Plan
+    from pipelines.runner import run_stages
+    from signmae_core.config import load_config
+
+    cfg = load_config("ci_tiny", [*more_clips, "finetune.init_encoder=scratch",
+                                  "finetune.clips_per_class=2"])
+    run_stages(cfg, ["ingest", "decode", "shard", "finetune", "probe"])
+    plan = Plan.from_config(cfg)
+    assert plan.record(plan.key("finetune")).counts["ok"] == 6  # 3 classes x 2 of 18 clips
+    probed = json.loads(plan.store.read_bytes(plan.output("probe").path("metrics.json")))
+    assert probed["setup"]["gallery clips"] == 6 and probed["setup"]["query clips"] == 6
+
+
 @pytest.mark.slow
 def test_the_probe_predicts_what_a_hand_made_nearest_neighbour_of_the_encoder_predicts(
-    tiny_study: Path, ray_local: None
+    more_clips: list[str], ray_local: None
 ) -> None:
     """The probe's predictions against a 1-NN built here: the random encoder of seed 3 (what a
     scratch finetuning starts from), tokens max-pooled and layer-normalised by hand, each of
@@ -209,15 +266,9 @@ def test_the_probe_predicts_what_a_hand_made_nearest_neighbour_of_the_encoder_pr
     from signmae_core.config import load_config
     from signmae_core.data import ClipDataset, ClipRecord, Sampling
     from signmae_core.models import create_classifier
-    from signmae_core.synth import ensure_config_datasets
 
-    root = tiny_study.parent
-    cfg = load_config("ci_tiny", [
-        f"store.root={root}/artifacts", f"datasets.0.root={root}/data/more",
-        "extract.backend=oracle", "synth.signers=4", "synth.reps=2",  # 18 gallery, 6 queries
-        "finetune.init_encoder=scratch", "finetune.seed=3", "model.pool=max", "probe.k=1",
-        "probe.views=2"])
-    ensure_config_datasets(cfg)
+    cfg = load_config("ci_tiny", [*more_clips, "finetune.init_encoder=scratch", "finetune.seed=3",
+                                  "model.pool=max", "probe.k=1", "probe.views=2"])
     run_stages(cfg, ["ingest", "decode", "shard", "probe"])
     plan = Plan.from_config(cfg)
     with open(plan.output("probe").path("predictions.csv"), newline="") as handle:
@@ -253,3 +304,19 @@ def test_the_probe_predicts_what_a_hand_made_nearest_neighbour_of_the_encoder_pr
     expected = {vid: names[gallery_labels[j]]
                 for vid, j in zip(query_ids, similarity.argmax(axis=1), strict=True)}
     assert predicted == expected
+
+
+def test_each_seed_and_labelled_budget_of_a_scratch_arm_has_its_own_probe_version() -> None:
+    """Two runs that probe different encoders (or galleries) must not share an output folder,
+    or a study's seeds overwrite each other's probe."""
+    from pipelines.dag import Plan
+    from signmae_core.config import load_config
+
+    def version(*overrides: str) -> str:
+        plan = Plan.from_config(load_config("ci_tiny", ["finetune.init_encoder=scratch",
+                                                        *overrides]))
+        return plan.version(plan.key("probe"))
+
+    versions = {version("finetune.seed=0"), version("finetune.seed=1"),
+                version("finetune.seed=0", "finetune.clips_per_class=2")}
+    assert len(versions) == 3

@@ -67,13 +67,23 @@ class TrainConfig(Section):
         "the pretrain stage's output, or `scratch` for random weights.",
     )
     seed: int = Field(0, description="Seeds the model init, data order and mask sampler.")
+    clips_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="Finetuning: keep at most this many labelled clips of each class (the same "
+        "clips for every seed, spread over signers where the manifest names them): a labelled "
+        "budget like a real dataset's. None: every labelled clip.",
+    )
 
     def output_dump(self) -> dict[str, Any]:
         """As `Section.output_dump`, with an encoder path reduced to `file`: where the file lies
-        is not what it holds (its checksum is the finetune stage's input)."""
+        is not what it holds (its checksum is the finetune stage's input); `clips_per_class`
+        only once set."""
         dumped = super().output_dump()
         if dumped["init_encoder"] not in (None, "scratch"):
             dumped["init_encoder"] = "file"
+        if self.clips_per_class is None:  # configs from before it keep their versions
+            dumped.pop("clips_per_class")
         return dumped
 
     @model_validator(mode="after")

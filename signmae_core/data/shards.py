@@ -38,7 +38,7 @@ import random
 import tarfile
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -653,12 +653,14 @@ class ShardClips(ClipDataset):
     `ClipDataset` gives them (the same transform); a sample whose member is damaged is replaced
     by the next readable one in stable-id order (warned, counted in `skipped.count`), so batches
     keep their size and no step crashes. `decode=False` gives undecoded items for a device
-    decoder (`signmae_core.data.device`).
+    decoder (`signmae_core.data.device`). `labelled_only` and `only` (video ids) keep a subset
+    of the samples, in their order.
     """
 
     def __init__(self, sets: Sequence[ShardSet], sampling: Sampling, opener: ShardOpener,
                  with_fields: bool = False, train: bool = True, seed: int = 0,
-                 labelled_only: bool = False, decode: bool = True) -> None:
+                 labelled_only: bool = False, decode: bool = True,
+                 only: Collection[str] | None = None) -> None:
         self.opener = opener
         self.skipped = SkipCounter()
         self.files: dict[str, Any] = {}
@@ -676,6 +678,8 @@ class ShardClips(ClipDataset):
             at += len(shard_set.shards)
         if labelled_only:
             records = [r for r in records if r.label >= 0]
+        if only is not None:
+            records = [r for r in records if r.video_id in only]
         super().__init__(records, sampling, fields={} if with_fields else None, train=train,
                          seed=seed, decode=decode)
 
