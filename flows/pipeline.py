@@ -182,17 +182,12 @@ def stage_keys(plan: Plan, stage: str, datasets: list[str] | None, downstream: b
                ) -> list[StageKey]:
     """The keys of `stage` (over `datasets`), what reads them when `downstream`, and every key
     those read (skipped when up to date), in DAG order."""
-    every = plan.keys()
     chosen = set(plan.keys([stage], datasets))
     if downstream:
-        for key in every:  # DAG order: a key's upstream keys come before it
+        for key in plan.keys():  # DAG order: a key's upstream keys come before it
             if any(up in chosen for up in plan.upstream(key)):
                 chosen.add(key)
-    needed = set(chosen)
-    for key in reversed(every):
-        if key in needed:
-            needed.update(plan.upstream(key))
-    return [key for key in every if key in needed]
+    return plan.with_upstream(chosen)
 
 
 # ---- the flows ---------------------------------------------------------------------------------

@@ -69,9 +69,10 @@ def signmae_study(study_file: str, arms: list[str] | None = None) -> list[dict[s
         cfg = arm_config(study, arm, (arm.seeds or study.seeds)[0])
         if arm.name in chosen and pretrains(cfg):
             leakage[arm.name] = hand_leakage_of(cfg, study.leakage_draws)
-    summary = summarize(_only(study, chosen), rows, leakage)
-    out = write_results(_only(study, chosen), rows, summary)
-    create_markdown_artifact(results_markdown(_only(study, chosen), summary, rows),
+    tabled = _only(study, chosen)
+    summary = summarize(tabled, rows, leakage)
+    out = write_results(tabled, rows, summary)
+    create_markdown_artifact(results_markdown(tabled, summary, rows),
                              key=f"study-{study.name.lower().replace('_', '-').replace('.', '-')}",
                              description=f"study {study.name}: arms and seeds")
     logger.info("results in %s", out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -183,6 +183,15 @@ class Plan:
             else:
                 found += [StageKey(need, d.name) for d in self.cfg.datasets]
         return found
+
+    def with_upstream(self, keys: Iterable[StageKey]) -> list[StageKey]:
+        """`keys` and every key they read, directly or not, in DAG order."""
+        every = self.keys()
+        needed = set(keys)
+        for key in reversed(every):  # DAG order: a key's upstream keys come before it
+            if key in needed:
+                needed.update(self.upstream(key))
+        return [key for key in every if key in needed]
 
     def dataset_config(self, key: StageKey) -> DatasetConfig | None:
         return None if key.dataset == TRAIN_DATASET else self.cfg.dataset(key.dataset)

@@ -25,7 +25,7 @@ from signmae_core.config import PipelineConfig, load_config
 from signmae_core.config.study import StudyArm, StudyConfig
 
 from . import outputs
-from .dag import Plan, StageKey
+from .dag import Plan
 
 READ_OUTS = ("evaluate", "probe")  # the stages a study reads, per (arm, seed)
 TIMED = ("pretrain", "finetune", "evaluate", "probe")
@@ -56,13 +56,10 @@ def arm_stages(plan: Plan) -> list[str]:
     """The stages an arm needs, in DAG order: the read-outs and everything they read under this
     config (no pretraining for an arm that finetunes from scratch), and for an arm that
     pretrains, the mask fields its hand leakage is measured on."""
-    needed: set[StageKey] = set(plan.keys(list(READ_OUTS)))
+    wanted = plan.keys(list(READ_OUTS))
     if pretrains(plan.cfg):
-        needed.add(plan.key("masks", plan.cfg.dataset().name))
-    for key in reversed(plan.keys()):
-        if key in needed:
-            needed.update(plan.upstream(key))
-    return list(dict.fromkeys(key.stage for key in plan.keys() if key in needed))
+        wanted.append(plan.key("masks", plan.cfg.dataset().name))
+    return list(dict.fromkeys(key.stage for key in plan.with_upstream(wanted)))
 
 
 def pretrains(cfg: PipelineConfig) -> bool:
