@@ -298,6 +298,40 @@ def test_conv_stem_keeps_masked_pixels_from_the_visible_tokens() -> None:
         create_classifier(dataclasses.replace(CONV, img_size=36, patch_size=12), 4)
 
 
+TOKEN_CONV = dataclasses.replace(CONV, stem="token_conv")
+
+
+def test_token_conv_stem_embeds_each_token_alone() -> None:
+    torch.manual_seed(0)
+    mae = create_pretrain_model(TOKEN_CONV).eval()
+    embed = mae.encoder.patch_embed
+    clips = random_clips(2)
+    normalized = (clips.float() / 255 - torch.tensor(TOKEN_CONV.mean)[:, None, None, None]) / (
+        torch.tensor(TOKEN_CONV.std)[:, None, None, None]
+    )  # (B, 3, T, H, W)
+    # token 1 of grid (2, 4, 4) in grid order: frames 0-1, rows 0-7, columns 8-15, cut by hand
+    alone = normalized[:, :, 0:2, 0:8, 8:16]  # (B, 3, 2, 8, 8)
+    expected = embed.proj(embed.convs(alone).flatten(1))  # (B, D)
+    features = embed(mae.encoder.normalize_pixels(mae.encoder.patch_pixels(clips)))  # (B, N, D)
+    torch.testing.assert_close(features[:, 1], expected, atol=1e-5, rtol=1e-5)
+    # the visible tokens' features under a mask are their features in the unmasked clip: the
+    # stem sees the same inputs in pretraining and in finetuning (the whole-clip stem does not)
+    mask = random_mask(2, NUM_TOKENS // 2)
+    visible = torch.stack([row.nonzero().flatten() for row in ~mask])  # (2, 16)
+    given = torch.stack([mae.encoder.patch_pixels(clips)[b, visible[b]] for b in range(2)])
+    embedded = embed(mae.encoder.normalize_pixels(given), visible)
+    whole = torch.stack([features[b, visible[b]] for b in range(2)])
+    torch.testing.assert_close(embedded, whole, atol=1e-5, rtol=1e-5)
+    # no pixel of a token reaches another token
+    nudged = clips.clone()
+    nudged[:, :, 0:2, 0:8, 8:16] = 255 - nudged[:, :, 0:2, 0:8, 8:16]
+    changed = embed(mae.encoder.normalize_pixels(mae.encoder.patch_pixels(nudged))) != features
+    assert changed.any(dim=2).nonzero()[:, 1].unique().tolist() == [1]
+    assert torch.isfinite(mae(clips, mask)["loss"])
+    assert create_classifier(TOKEN_CONV, num_classes=4)(clips).shape == (2, 4)
+    assert ModelConfig(stem="token_conv").stem == "token_conv"
+
+
 def test_layer_scale_starts_each_block_near_the_identity() -> None:
     torch.manual_seed(0)
     block = create_classifier(CONV, num_classes=3).encoder.blocks[0]

@@ -40,10 +40,12 @@ class ModelConfig(Section):
         description="Classifier pooling over tokens: mean (VideoMAE) or max, which lets a few "
         "hand tokens decide where the frame is mostly body and background (docs/results.md).",
     )
-    stem: Literal["linear", "conv"] = Field(
+    stem: Literal["linear", "conv", "token_conv"] = Field(
         "linear",
-        description="Token embedding: linear per token (VideoMAE), or a small 3-D conv stem "
-        "down to the token grid (masked tokens are zeros to it; docs/results.md).",
+        description="Token embedding: linear per token (VideoMAE); conv, a small 3-D conv stem "
+        "over the whole clip down to the token grid (masked tokens are zeros to it); or "
+        "token_conv, the same stem inside each token alone, which sees the same inputs under "
+        "MAE masking as when finetuning (docs/results.md).",
     )
     layer_scale: float | None = Field(
         None,

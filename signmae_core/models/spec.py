@@ -12,7 +12,7 @@ from typing import Any
 
 POS_EMBED_KINDS = ("sincos", "learned")
 POOL_KINDS = ("mean", "max")
-STEM_KINDS = ("linear", "conv")
+STEM_KINDS = ("linear", "conv", "token_conv")
 
 
 @dataclass(frozen=True)

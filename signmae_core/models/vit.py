@@ -206,11 +206,30 @@ class PatchEmbed(nn.Module):
         return self.proj(patches)
 
 
+def conv_stem_blocks(spec: ModelSpec) -> tuple[nn.Sequential, int]:
+    """`log2(patch)` blocks of 3x3x3 convolution + BatchNorm + ReLU, each halving the frame (the
+    last `log2(tubelet)` ones halving time too): `(B, 3, T, H, W)` -> `(B, C, T / tubelet,
+    H / patch, W / patch)`. Returns the blocks and `C`."""
+    patch, tubelet = spec.patch_size, spec.tubelet_size
+    spatial, temporal = int(math.log2(patch)), int(math.log2(tubelet))
+    if 2**spatial != patch or 2**temporal != tubelet or temporal > spatial or spatial < 2:
+        raise ValueError(
+            f"a conv stem needs a power-of-two patch_size >= 4 ({patch}) and a power-of-two "
+            f"tubelet_size ({tubelet}) of at most the patch size"
+        )
+    blocks, channels = [], 3
+    for i in range(spatial):
+        out = min(32 * 2**i, 256)
+        stride = (2 if i >= spatial - temporal else 1, 2, 2)
+        blocks += [nn.Conv3d(channels, out, 3, stride, 1), nn.BatchNorm3d(out), nn.ReLU()]
+        channels = out
+    return nn.Sequential(*blocks), channels
+
+
 class ConvPatchEmbed(nn.Module):
     """A 3-D convolutional stem down to the token grid: `(B, n, P * 3)` -> `(B, n, D)`.
 
-    `log2(patch)` blocks of 3x3x3 convolution + BatchNorm + ReLU, each halving the frame (the
-    last `log2(tubelet)` ones halving time too), then a linear map to the width: the same hand
+    `conv_stem_blocks` over the whole clip, then a linear map to the width: the same hand
     gives the same features wherever it is, which a linear patch embedding has to learn per
     position (docs/results.md). The tokens given are put back on the full grid with every other
     token zero, so a token's features depend on the given tokens only: under MAE masking no
@@ -220,21 +239,8 @@ class ConvPatchEmbed(nn.Module):
 
     def __init__(self, spec: ModelSpec, embed_dim: int) -> None:
         super().__init__()
-        patch, tubelet = spec.patch_size, spec.tubelet_size
-        spatial, temporal = int(math.log2(patch)), int(math.log2(tubelet))
-        if 2**spatial != patch or 2**temporal != tubelet or temporal > spatial or spatial < 2:
-            raise ValueError(
-                f"a conv stem needs a power-of-two patch_size >= 4 ({patch}) and a power-of-two "
-                f"tubelet_size ({tubelet}) of at most the patch size"
-            )
         self.spec = spec
-        blocks, channels = [], 3
-        for i in range(spatial):
-            out = min(32 * 2**i, 256)
-            stride = (2 if i >= spatial - temporal else 1, 2, 2)
-            blocks += [nn.Conv3d(channels, out, 3, stride, 1), nn.BatchNorm3d(out), nn.ReLU()]
-            channels = out
-        self.convs = nn.Sequential(*blocks)
+        self.convs, channels = conv_stem_blocks(spec)
         self.proj = nn.Linear(channels, embed_dim)
 
     def forward(self, patches: Tensor, token_index: Tensor | None = None) -> Tensor:
@@ -252,6 +258,35 @@ class ConvPatchEmbed(nn.Module):
         if token_index is not None:
             features = gather_tokens(features, token_index)
         return self.proj(features)
+
+
+class TokenConvEmbed(nn.Module):
+    """The conv stem run inside each token alone: `(B, n, P * 3)` -> `(B, n, D)`.
+
+    Every token's `tubelet x patch x patch` pixels go through `conv_stem_blocks` on their own
+    (zero padding at the token's border) down to one vector. Local, shared filters as the
+    whole-clip stem, but a token's features never depend on its neighbours: the stem sees the
+    same inputs under MAE masking (the visible tokens only, no zero-filled grid) as when
+    finetuning on every token, and pretraining pays for the visible tokens alone.
+    """
+
+    def __init__(self, spec: ModelSpec, embed_dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.convs, channels = conv_stem_blocks(spec)
+        self.proj = nn.Linear(channels, embed_dim)
+
+    def forward(self, patches: Tensor, token_index: Tensor | None = None) -> Tensor:
+        """Tokens `(B, n, P * 3)` -> `(B, n, D)`; each token alone (`token_index` unused)."""
+        spec = self.spec
+        b, n = patches.shape[:2]
+        t, p = spec.tubelet_size, spec.patch_size
+        tokens = patches.reshape(b * n, t, p, p, 3).permute(0, 4, 1, 2, 3)  # (B n, 3, t, p, p)
+        features = self.convs(tokens).flatten(1)  # (B n, C): time and space are down to 1
+        return self.proj(features).reshape(b, n, -1)
+
+
+CONV_STEMS = {"conv": ConvPatchEmbed, "token_conv": TokenConvEmbed}
 
 
 class VideoViTEncoder(nn.Module):
@@ -272,10 +307,10 @@ class VideoViTEncoder(nn.Module):
         self.depth = variant.depth
         self.register_buffer("pixel_mean", torch.tensor(spec.mean), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(spec.std), persistent=False)
-        if spec.stem == "conv":
-            self.patch_embed = ConvPatchEmbed(spec, self.embed_dim)
-        else:
+        if spec.stem == "linear":
             self.patch_embed = PatchEmbed(self.patch_dim, self.embed_dim)
+        else:
+            self.patch_embed = CONV_STEMS[spec.stem](spec, self.embed_dim)
         if spec.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dim))
         else:  # saved with the weights, so a checkpoint carries the table it was trained with
