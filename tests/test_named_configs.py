@@ -4,6 +4,7 @@ samples) with only its root overridden."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -144,3 +145,49 @@ def test_the_wlasl_config_ingests_wlasl_layout(real_data: Path, tmp_path: Path,
     run_stage(small, "ingest", small.datasets[0])
     assert sorted(r["video_id"] for r in manifest(small, small.datasets[0]).to_pylist()) == \
         sorted(first)
+
+
+def test_real_karsl_pretrains_on_every_real_clip_but_karsls_test_clips(
+    real_data: Path, tmp_path: Path, ray_local: None
+) -> None:
+    """configs/real_karsl.yaml: finetuning sees KArSL's 70 training clips alone, evaluation its
+    70 test clips, pretraining every other clip that decodes and no test clip of any dataset."""
+    cfg = load_config("real_karsl", [f"store.root={tmp_path}"])
+    for i, dataset in enumerate(cfg.datasets):
+        relative = Path(dataset.root).relative_to("../shared/data/real")
+        cfg.datasets[i] = dataset.model_copy(update={"root": str(real_data / relative)})
+    with (real_data / "karsl70" / "labels.csv").open(encoding="utf-8") as f:
+        karsl = list(csv.DictReader(f))
+    with (real_data / "wlasl200" / "labels.csv").open(encoding="utf-8") as f:
+        wlasl_test = {r["path"] for r in csv.DictReader(f) if r["split"] == "test"}
+    samples = real_data / "wlasl_samples"
+    instances = [i for g in json.loads((samples / "WLASL_v0.3.json").read_text(encoding="utf-8"))
+                 for i in g["instances"]]
+    samples_kept = [i for i in instances if i["split"] != "test"
+                    and (samples / "videos" / f"{i['video_id']}.mp4").stat().st_size > 0]
+
+    finetuned, evaluated, pretrained = set(), set(), set()
+    for dataset in cfg.datasets:
+        run_stage(cfg, "ingest", dataset)
+        for row in manifest(cfg, dataset).to_pylist():
+            clip = (dataset.name, row["path"])
+            if row["status"] != "ok":
+                continue
+            if row["label_id"] is not None and row["split"] in cfg.finetune.splits:
+                finetuned.add(clip)
+            if row["label_id"] is not None and row["split"] in cfg.evaluate.splits:
+                evaluated.add(clip)
+            if row["split"] in cfg.pretrain.splits:
+                pretrained.add(clip)
+
+    assert finetuned == {("karsl70", r["path"]) for r in karsl if r["split"] == "train"}
+    assert evaluated == {("karsl70", r["path"]) for r in karsl if r["split"] == "test"}
+    assert len(finetuned) == len(evaluated) == 70
+    assert not pretrained & evaluated
+    assert not {("wlasl200", p) for p in wlasl_test} & pretrained
+    counts = {name: sum(1 for d, _ in pretrained if d == name) for name, _ in pretrained}
+    # every clip that decodes outside a test split: KArSL train, all of ISL, WLASL200 and the
+    # WLASL samples (not the empty files) but their test splits, the 18 variants, the 4 misc
+    assert counts == {"karsl70": 70, "isl151": 151, "wlasl200": 199 - len(wlasl_test),
+                      "wlasl_samples": len(samples_kept), "wlasl_variants": 18, "misc": 4}
+    assert 0 < len(samples_kept) < len(instances)
