@@ -260,21 +260,16 @@ class ConvPatchEmbed(nn.Module):
         return self.proj(features)
 
 
-class TokenConvEmbed(nn.Module):
+class TokenConvEmbed(ConvPatchEmbed):
     """The conv stem run inside each token alone: `(B, n, P * 3)` -> `(B, n, D)`.
 
     Every token's `tubelet x patch x patch` pixels go through `conv_stem_blocks` on their own
     (zero padding at the token's border) down to one vector. Local, shared filters as the
-    whole-clip stem, but a token's features never depend on its neighbours: the stem sees the
-    same inputs under MAE masking (the visible tokens only, no zero-filled grid) as when
-    finetuning on every token, and pretraining pays for the visible tokens alone.
+    whole-clip stem (the same weights and names), but a token's features never depend on its
+    neighbours: the stem sees the same inputs under MAE masking (the visible tokens only, no
+    zero-filled grid) as when finetuning on every token, and pretraining pays for the visible
+    tokens alone.
     """
-
-    def __init__(self, spec: ModelSpec, embed_dim: int) -> None:
-        super().__init__()
-        self.spec = spec
-        self.convs, channels = conv_stem_blocks(spec)
-        self.proj = nn.Linear(channels, embed_dim)
 
     def forward(self, patches: Tensor, token_index: Tensor | None = None) -> Tensor:
         """Tokens `(B, n, P * 3)` -> `(B, n, D)`; each token alone (`token_index` unused)."""
