@@ -26,6 +26,7 @@ from signmae_core.synth import (
     read_ground_truth,
     render_clip,
 )
+from signmae_core.synth.generate import PARTIAL_FILE, synthetic_datasets
 from signmae_core.synth.signs import HANDSHAPES, build_class_set
 
 TINY = SynthConfig(classes=3, signers=3, reps=1, frames=10, size=128, seed=3, workers=1)
@@ -301,8 +302,33 @@ def test_ensure_generated_redoes_a_changed_or_incomplete_dataset(tmp_path: Path)
         "s00_c000_r00.mp4",
         "s01_c000_r00.mp4",
     ]
-    (root / COMPLETION_FILE).unlink()  # as a killed run leaves it
+    (root / COMPLETION_FILE).unlink()  # as a killed run leaves it: the partial marker, no
+    (root / PARTIAL_FILE).touch()  # completion file (the slow test below kills one for real)
     assert ensure_generated(root, fewer)["status"] == "generated"
+    assert not (root / PARTIAL_FILE).exists()
+
+
+def test_generation_never_writes_into_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    real = tmp_path / "karsl"  # a real dataset's layout: a label table and its videos
+    (real / "train").mkdir(parents=True)
+    (real / "labels.csv").write_text("path,label,split\ntrain/0001.mp4,0,train\n")
+    (real / "train" / "0001.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="not a synthetic dataset"):
+        ensure_generated(real, TINY)
+    with pytest.raises(InputError, match="not a synthetic dataset"):
+        generate(real, TINY)
+    assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
+    # a config of real datasets without a synth section generates nothing
+    cfg = load_config(None, [f"datasets.0.root={real}", "datasets.0.name=karsl"])
+    assert synthetic_datasets(cfg) == []
+    assert synthetic_datasets(load_config("real_karsl")) == []
+    # the embedded default still generates its first dataset, into an empty or missing root
+    assert [name for name, _, _ in synthetic_datasets(load_config("cpu_demo"))] == ["synthetic"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    small = TINY.model_copy(update={"classes": 1, "signers": 2, "frames": 4})
+    assert ensure_generated(empty, small)["status"] == "generated"
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from signmae_core.config import PipelineConfig, SynthConfig, config_hash
+from signmae_core.errors import InputError
 from signmae_core.ingest.class_groups import CLASS_GROUPS_NAME, class_groups_json
 from signmae_core.parts import PART_NAMES
 
@@ -55,6 +56,7 @@ CODE_VERSION = 1
 """Bumped whenever the output of the same config changes (drawing, format, layout)."""
 
 COMPLETION_FILE = "_synth.json"
+PARTIAL_FILE = "_synth.partial"  # written first, removed last: a folder being generated
 LABELS_FILE = "labels.csv"
 VIDEO_DIR = "videos"
 GROUND_TRUTH_DIR = "ground_truth"
@@ -383,7 +385,9 @@ def generate(out: Path, cfg: SynthConfig) -> dict[str, Any]:
     Returns: {"clips": int, "classes": int, "signers": int, "config_hash": str}.
     """
     out = Path(out)
+    refuse_foreign_folder(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / PARTIAL_FILE).touch()
     (out / COMPLETION_FILE).unlink(missing_ok=True)
     (out / VIDEO_DIR).mkdir(exist_ok=True)
     (out / GROUND_TRUTH_DIR).mkdir(exist_ok=True)
@@ -413,12 +417,27 @@ def generate(out: Path, cfg: SynthConfig) -> dict[str, Any]:
     manifest = _manifest(cfg, signs, len(rows))
     with _atomic(out / COMPLETION_FILE) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (out / PARTIAL_FILE).unlink()
     return {
         "clips": len(rows),
         "classes": cfg.classes,
         "signers": cfg.signers,
         "config_hash": manifest["config_hash"],
     }
+
+
+def refuse_foreign_folder(out: Path) -> None:
+    """Raise `InputError` when `out` holds files that no synthetic generation put there: a
+    real dataset (or anything else) is never written into, whatever a config says."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if (out / COMPLETION_FILE).is_file() or (out / PARTIAL_FILE).is_file():
+        return
+    raise InputError(
+        f"{out} holds files and is not a synthetic dataset (no {COMPLETION_FILE}): refusing to "
+        "generate one into it. Give the synthetic dataset an empty or new root, or remove the "
+        "dataset's synth section."
+    )
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:
@@ -449,11 +468,13 @@ def ensure_generated(out: Path, cfg: SynthConfig) -> dict[str, Any]:
 
 def synthetic_datasets(cfg: PipelineConfig) -> list[tuple[str, Path, SynthConfig]]:
     """The datasets a config generates, as (name, root, settings): those with their own `synth`
-    section, and the first dataset with the config's `synth` section when it has none (the
-    embedded default)."""
+    section, and the first dataset with the config's `synth` section when it has none and the
+    config gives that section (or no datasets at all: the embedded default). A config of real
+    datasets and no `synth` section generates nothing."""
+    embedded = "synth" in cfg.model_fields_set or "datasets" not in cfg.model_fields_set
     found = []
     for index, dataset in enumerate(cfg.datasets):
-        settings = dataset.synth or (cfg.synth if index == 0 else None)
+        settings = dataset.synth or (cfg.synth if index == 0 and embedded else None)
         if settings is not None:
             found.append((dataset.name, Path(dataset.root), settings))
     return found
