@@ -88,9 +88,10 @@ def _chosen(study: StudyConfig, arms: list[str] | None) -> set[str]:
 
 
 def _only(study: StudyConfig, chosen: set[str]) -> StudyConfig:
-    """The study restricted to the chosen arms (the baseline kept, to compare with)."""
+    """The study restricted to the chosen arms (their baselines kept, to compare with)."""
     base = study.baseline_arm.name
-    kept = [arm for arm in study.arms if arm.name in chosen or arm.name == base]
+    bases = {base} | {study.baseline_of(arm).name for arm in study.arms if arm.name in chosen}
+    kept = [arm for arm in study.arms if arm.name in chosen | bases]
     return study.model_copy(update={"arms": kept, "baseline": base})
 
 

@@ -151,7 +151,7 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
 def summarize(study: StudyConfig, rows: list[dict[str, Any]],
               leakage: dict[str, dict[str, float] | None]) -> list[dict[str, Any]]:
     """Per arm: mean and std of every read-out over its seeds, minutes per seed, leakage, and
-    the difference of its mean from the baseline arm's in units of the larger std."""
+    the difference of its mean from its baseline arm's and whether it exceeds the larger std."""
     arms = []
     for arm in study.arms:
         mine = [r for r in rows if r["arm"] == arm.name and not r.get("error")]
@@ -166,8 +166,10 @@ def summarize(study: StudyConfig, rows: list[dict[str, Any]],
         summary["minutes"] = mean_std(minutes)[0]
         summary["leakage"] = leakage.get(arm.name)
         arms.append(summary)
-    base = next(a for a in arms if a["arm"] == study.baseline_arm.name)
-    for summary in arms:
+    by_name = {summary["arm"]: summary for summary in arms}
+    for arm, summary in zip(study.arms, arms, strict=True):
+        base = by_name[study.baseline_of(arm).name]
+        summary["baseline"] = base["arm"]
         summary["vs_baseline"] = {
             column: None if summary is base else _separation(summary[column], base[column])
             for column in ("top1", "handshape", "probe_top1")}
@@ -204,9 +206,12 @@ def results_markdown(study: StudyConfig, arms: list[dict[str, Any]], rows: list[
                      ) -> str:
     """The study's tables: per arm (mean ± std over seeds, in %), then per (arm, seed)."""
     base = study.baseline_arm.name
+    others = [f"`{a.name}` against `{a.baseline}`" for a in study.arms
+              if a.baseline not in (None, base) and a.name != a.baseline]
+    against = f"`{base}`" + (f" ({', '.join(others)})" if others else "")
     lines = [f"# Study {study.name}", "",
              f"Config `{study.config}`; arms differ only by their overrides. Mean ± standard "
-             f"deviation over seeds, in %; Δ against `{base}` in points, `*` where it exceeds "
+             f"deviation over seeds, in %; Δ against {against} in points, `*` where it exceeds "
              "the larger standard deviation. Leakage: share of masked hand tokens whose hand is "
              "visible in a neighbouring time slot.", "",
              "| arm | seeds | Top-1 | Top-5 | per-class Top-1 | handshape pairs | movement pairs "

@@ -63,6 +63,7 @@ def test_a_study_lists_its_runs_with_the_overrides_of_each(tmp_path: Path) -> No
 @pytest.mark.parametrize("changes, message", [
     ({"arms": [{"name": "a"}, {"name": "a"}]}, "unique"),
     ({"baseline": "nope"}, "not one of the arms"),
+    ({"arms": [{"name": "a"}, {"name": "b", "baseline": "nope"}]}, "'nope' is not one of"),
     ({"arms": []}, "arms"),
     ({"colour": "red"}, "unknown config field 'colour'"),
 ])
@@ -101,6 +102,41 @@ def test_the_summary_gives_mean_sample_std_and_whether_an_arm_beats_the_baseline
     assert arms["scratch"]["vs_baseline"]["top1"] is None  # the baseline against itself
     assert arms["tube"]["leakage"] == {"leakage": 0.5} and arms["scratch"]["leakage"] is None
     assert arms["tube"]["handshape"] == {"mean": None, "std": None}
+
+
+def test_an_arm_that_names_its_own_baseline_is_compared_with_it() -> None:
+    from pipelines.study import METRICS, results_markdown, summarize
+
+    study = StudyConfig.model_validate(_study(seeds=[0, 1], arms=[
+        {"name": "scratch"}, {"name": "tube"}, {"name": "scratch-b"},
+        {"name": "tube-b", "baseline": "scratch-b"}]))
+    top1 = {"scratch": [0.5, 0.5], "tube": [0.6, 0.6], "scratch-b": [0.8, 0.8],
+            "tube-b": [0.7, 0.7]}
+    rows = []
+    for arm, values in top1.items():
+        for seed, value in enumerate(values):
+            row: dict[str, Any] = {column: None for column, _, _ in METRICS}
+            row.update(arm=arm, seed=seed, top1=value, minutes={"finetune": 1.0}, floors={})
+            rows.append(row)
+    arms = {a["arm"]: a for a in summarize(study, rows, {})}
+    # tube-b: 0.7 - 0.8 against its own baseline (against the study's it would be +0.2)
+    assert arms["tube-b"]["vs_baseline"]["top1"]["diff"] == pytest.approx(-0.1)
+    assert arms["tube"]["vs_baseline"]["top1"]["diff"] == pytest.approx(0.1)
+    assert arms["scratch-b"]["vs_baseline"]["top1"]["diff"] == pytest.approx(0.3)
+    assert arms["tube-b"]["baseline"] == "scratch-b" and arms["tube"]["baseline"] == "scratch"
+    table = results_markdown(study, list(arms.values()), rows)
+    assert "Δ against `scratch` (`tube-b` against `scratch-b`)" in table
+    assert "| tube-b | 2 |" in table and "| -10.0 |" in table
+
+
+def test_a_restricted_study_keeps_the_baselines_of_its_arms() -> None:
+    from flows.study import _only
+
+    study = StudyConfig.model_validate(_study(arms=[
+        {"name": "scratch"}, {"name": "tube"}, {"name": "scratch-b"},
+        {"name": "tube-b", "baseline": "scratch-b"}]))
+    assert [a.name for a in _only(study, {"tube-b"}).arms] == ["scratch", "scratch-b", "tube-b"]
+    assert [a.name for a in _only(study, {"tube"}).arms] == ["scratch", "tube"]
 
 
 # ---- end to end: a tiny study through the flow --------------------------------------------------

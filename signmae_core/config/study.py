@@ -27,6 +27,9 @@ class StudyArm(Section):
         None, description="Seeds of this arm (None: the study's `seeds`; ablations often take one)."
     )
     description: str = Field("", description="What the arm changes, for the table.")
+    baseline: str | None = Field(
+        None, description="Arm this one is compared with (None: the study's `baseline`)."
+    )
 
 
 class StudyConfig(Section):
@@ -59,8 +62,10 @@ class StudyConfig(Section):
 
     @model_validator(mode="after")
     def _known_baseline(self) -> StudyConfig:
-        if self.baseline is not None and self.baseline not in {a.name for a in self.arms}:
-            raise ValueError(f"baseline {self.baseline!r} is not one of the arms")
+        names = {a.name for a in self.arms}
+        for baseline in [self.baseline, *(a.baseline for a in self.arms)]:
+            if baseline is not None and baseline not in names:
+                raise ValueError(f"baseline {baseline!r} is not one of the arms")
         return self
 
     @property
@@ -68,6 +73,12 @@ class StudyConfig(Section):
         """The arm the others are compared with."""
         name = self.baseline or self.arms[0].name
         return next(arm for arm in self.arms if arm.name == name)
+
+    def baseline_of(self, arm: StudyArm) -> StudyArm:
+        """The arm `arm` is compared with: its own `baseline`, else the study's."""
+        if arm.baseline is None:
+            return self.baseline_arm
+        return next(other for other in self.arms if other.name == arm.baseline)
 
     def runs(self) -> list[tuple[StudyArm, int]]:
         """Every (arm, seed) in table order."""
