@@ -60,6 +60,22 @@ def test_a_study_lists_its_runs_with_the_overrides_of_each(tmp_path: Path) -> No
     assert study.baseline_arm.name == "scratch"
 
 
+STUDY_FILES = sorted((Path(__file__).parents[1] / "configs" / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda path: path.name)
+def test_every_shipped_study_file_gives_a_valid_config_for_each_run(path: Path) -> None:
+    from pipelines.study import arm_config
+
+    study = load_study(path)
+    versions = set()
+    for arm, seed in study.runs():
+        cfg = arm_config(study, arm, seed)  # an unknown key or bad value is a ConfigError
+        assert (cfg.pretrain.seed, cfg.finetune.seed) == (seed, seed)
+        versions.add(cfg.model_dump_json())
+    assert len(versions) == len(study.runs())  # no two runs of a study are the same run
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"arms": [{"name": "a"}, {"name": "a"}]}, "unique"),
     ({"baseline": "nope"}, "not one of the arms"),
