@@ -142,12 +142,13 @@ def test_runtime_fields_are_marked_on_the_models_and_left_out_of_output_hashes()
     for section, names in expected.items():
         assert set(section.runtime_fields()) == names, section.__name__
         dumped = section().output_dump()
-        # DatasetConfig.classes, SynthConfig.unlabeled and TrainConfig.clips_per_class join the
-        # hash once set, so older configs keep their versions
+        # DatasetConfig.classes, SynthConfig.unlabeled, TrainConfig.clips_per_class and
+        # head_only_steps join the hash once set, so older configs keep their versions
         unset = {DatasetConfig: {"classes"}, SynthConfig: {"unlabeled"},
-                 TrainConfig: {"clips_per_class"}}.get(section, set())
+                 TrainConfig: {"clips_per_class", "head_only_steps"}}.get(section, set())
         assert set(dumped) == set(section.model_fields) - names - unset, section.__name__
     assert DatasetConfig(classes=5).output_dump()["classes"] == 5
+    assert TrainConfig(head_only_steps=5).output_dump()["head_only_steps"] == 5
     decode = DecodeConfig()
     assert decode.model_copy(update={"timeout_s": 1.0}).output_hash() == decode.output_hash()
     assert decode.model_copy(update={"size": 64}).output_hash() != decode.output_hash()

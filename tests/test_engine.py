@@ -173,3 +173,24 @@ def test_reconstruction_figures_are_drawn_without_changing_the_run(tmp_path: Pat
     assert [p.name for p in figures] == ["step_00000002.png", "step_00000003.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in figures)
     assert not (tmp_path / "False" / "recon").exists()
+
+
+def test_head_only_steps_leave_the_encoder_untouched_then_train_it() -> None:
+    torch.manual_seed(0)
+    model = create_classifier(MODEL, NUM_CLASSES)
+    cfg = TrainConfig(batch_size=4, lr=1e-2, weight_decay=0.05)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    def changed(prefix: str) -> set[str]:
+        return {name for name, p in model.named_parameters()
+                if name.startswith(prefix) and not torch.equal(p, start[name])}
+
+    trainer = Trainer(model, FinetuneTask(head_only_steps=3), cfg, total_steps=3)
+    trainer.fit(synthetic_source(12, 4, epochs=1))
+    assert changed("encoder.") == set()  # no update, no weight decay on the frozen encoder
+    assert changed("head.") == {"head.weight", "head.bias"}
+
+    trainer.total_steps = 4  # one more step, past the head-only ones: the encoder trains
+    trainer.fit(synthetic_source(16, 4, epochs=1))
+    encoder = {name for name, _ in model.named_parameters() if name.startswith("encoder.")}
+    assert changed("encoder.") == encoder

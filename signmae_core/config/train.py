@@ -74,16 +74,24 @@ class TrainConfig(Section):
         "clips for every seed, spread over signers where the manifest names them): a labelled "
         "budget like a real dataset's. None: every labelled clip.",
     )
+    head_only_steps: int = Field(
+        0,
+        ge=0,
+        description="Finetuning: train the head alone on the frozen encoder for this many "
+        "optimizer steps first, then everything (linear probing, then finetuning).",
+    )
 
     def output_dump(self) -> dict[str, Any]:
         """As `Section.output_dump`, with an encoder path reduced to `file`: where the file lies
         is not what it holds (its checksum is the finetune stage's input); `clips_per_class`
-        only once set."""
+        and `head_only_steps` only once set."""
         dumped = super().output_dump()
         if dumped["init_encoder"] not in (None, "scratch"):
             dumped["init_encoder"] = "file"
         if self.clips_per_class is None:  # configs from before it keep their versions
             dumped.pop("clips_per_class")
+        if self.head_only_steps == 0:
+            dumped.pop("head_only_steps")
         return dumped
 
     @model_validator(mode="after")

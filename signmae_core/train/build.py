@@ -106,7 +106,8 @@ def build_finetuning(
     cfg: PipelineConfig, num_classes: int, init_encoder: str | Path | None = None
 ) -> tuple[nn.Module, FinetuneTask]:
     """The classifier over `num_classes` (encoder from the safetensors file `init_encoder`,
-    random when None) and its cross-entropy task."""
+    random when None) and its cross-entropy task (head alone for the first
+    `finetune.head_only_steps` steps)."""
     from signmae_core.models import create_classifier
 
     from .checkpoint import load_weights
@@ -114,4 +115,4 @@ def build_finetuning(
     model = create_classifier(cfg.model, num_classes)
     if init_encoder is not None:
         model.load_encoder_state_dict(load_weights(init_encoder))
-    return model, FinetuneTask(cfg.finetune.label_smoothing)
+    return model, FinetuneTask(cfg.finetune.label_smoothing, cfg.finetune.head_only_steps)

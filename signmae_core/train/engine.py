@@ -88,13 +88,16 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 class Task(Protocol):
-    """Turns a batch into a scalar loss (plus scalar tensors to log)."""
+    """Turns a batch into a scalar loss (plus scalar tensors to log), and says which parameters
+    the step at hand leaves alone."""
 
     name: str
 
     def __call__(
         self, model: nn.Module, batch: Batch, device: torch.device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]: ...
 
 
 class PretrainTask:
@@ -122,14 +125,24 @@ class PretrainTask:
         out = model(clips, mask, token_weight=weight, num_masked=num_masked)
         return out["loss"], {}
 
+    def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]:
+        """Nothing: pretraining trains the whole model at every step."""
+        return []
+
 
 class FinetuneTask:
-    """Classification: cross-entropy with label smoothing; logs the training accuracy."""
+    """Classification: cross-entropy with label smoothing; logs the training accuracy.
+
+    `head_only_steps`: the first steps train the head alone on the frozen encoder (linear
+    probing, then finetuning: LP-FT, Kumar et al. 2022), so a pretrained encoder meets a head
+    that already fits its features instead of a random one that rewrites them.
+    """
 
     name = "finetune"
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, head_only_steps: int = 0) -> None:
         self.label_smoothing = label_smoothing
+        self.head_only_steps = head_only_steps
 
     def __call__(
         self, model: nn.Module, batch: Batch, device: torch.device
@@ -142,6 +155,12 @@ class FinetuneTask:
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         accuracy = (logits.argmax(dim=-1) == labels).float().mean()
         return loss, {"acc": accuracy.detach()}
+
+    def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]:
+        """The encoder's parameters while step `step` (0-based) is a head-only step."""
+        if step >= self.head_only_steps:
+            return []
+        return list(unwrap_model(model).encoder.parameters())
 
 
 @dataclass
@@ -289,6 +308,8 @@ class Trainer:
                 extras[name] = extras.get(name, 0) + value.float() / self.cfg.grad_accum
             self.state.samples += batch["clips"].shape[0] * self.world_size
             self.local_samples += batch["clips"].shape[0]
+        for param in self.task.frozen_parameters(self.model, self.state.step):
+            param.grad = None  # AdamW skips it: no update, no weight decay, no moments
         grad_norm = None
         if self.cfg.grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
