@@ -250,8 +250,8 @@ def _blank(value: object) -> str:
 
 def results_plot(arms: list[dict[str, Any]], path: Path, title: str,
                  chance: float | None = None) -> None:
-    """Bars of the plotted read-outs per arm with standard-deviation error bars, and a line at
-    chance Top-1."""
+    """Bars of the plotted read-outs per arm with standard-deviation error bars (none for an
+    arm of one seed), and a line at chance Top-1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,7 +263,7 @@ def results_plot(arms: list[dict[str, Any]], path: Path, title: str,
     x = np.arange(len(shown))
     for i, (column, label) in enumerate(PLOTTED):
         means = [100 * (a[column]["mean"] or 0.0) for a in shown]
-        stds = [100 * (a[column]["std"] or 0.0) for a in shown]
+        stds = [np.nan if a[column]["std"] is None else 100 * a[column]["std"] for a in shown]
         ax.bar(x + (i - (len(PLOTTED) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
                label=label)
     if chance is not None:
@@ -272,8 +272,9 @@ def results_plot(arms: list[dict[str, Any]], path: Path, title: str,
     ax.set_xticks(x, [f"{a['arm']}\n(n={len(a['seeds'])})" for a in shown])
     ax.set_ylabel("accuracy, %")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title, pad=24)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(PLOTTED) + 1, fontsize=8,
+              frameon=False)  # above the bars, never over them
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=120)
