@@ -275,6 +275,7 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
                       figure_fn=figure_fn, prepare=data.prepare)
     result = trainer.fit(data.source)
     skipped = data.skipped()
+    black_frames = data.prepare.failed if data.prepare is not None else 0
     if result.ran_out_of_data:
         raise RuntimeError(f"the clips ran out at step {result.state.step}")
     published: list[dict[str, Any]] = []
@@ -292,6 +293,7 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any]:
         "last_loss": losses[-1] if losses else None,
         "world_size": world,
         "skipped_samples": _per_rank(skipped, world),
+        "undecodable_frames": _per_rank(black_frames, world),
     }
 
 
@@ -509,6 +511,9 @@ def run_training_stage(
     for entry in published:
         ctx.writer.add(OutputEntry(**entry))
     counts = {"ok": num_clips, "steps": summary["steps"], **(skipped or {})}  # ok: clips trained on
+    damage = {"damaged_samples": sum(summary["skipped_samples"]),  # read past (docs/SHARDS.md)
+              "undecodable_frames": sum(summary["undecodable_frames"])}  # each trained on as black
+    counts.update({k: v for k, v in damage.items() if v})
     extra = {**summary, "datasets": [p.name for p in parts], "num_classes": len(class_names),
              "total_steps": steps}
     return StageResult(counts=counts, extra=extra)
