@@ -46,7 +46,7 @@ from signmae_core.ingest.manifest import (
     read_manifest,
     write_manifest,
 )
-from signmae_core.store import ArtifactStore, atomic_output
+from signmae_core.store import ArtifactStore, atomic_output, sha256_file
 
 from .execute import StageContext, StageResult
 from .progress import Progress
@@ -78,7 +78,11 @@ def read_shared_classes(store: ArtifactStore, dataset: DatasetConfig) -> list[st
 
 
 def _probe_cache(store: ArtifactStore, folder: str) -> dict[tuple, Probe]:
-    """Probes of the videos that were ok in this version's previous manifest, by file key."""
+    """Probes of the videos that were ok in this version's previous manifest, by path and size.
+
+    A probe is reused when the file still has its size and either its mtime or its sha256
+    (`_cached_probe`).
+    """
     path = f"{folder}/{MANIFEST_NAME}"
     if not store.exists(path):
         return {}
@@ -90,9 +94,27 @@ def _probe_cache(store: ArtifactStore, folder: str) -> dict[tuple, Probe]:
     cache = {}
     for row in table.to_pylist():
         if row.get("status") == "ok":
-            key = (row["path"], row["file_bytes"], row["file_mtime_ns"])
-            cache[key] = Probe(**{n: row.get(n) for n in names})
+            cache[(row["path"], row["file_bytes"])] = Probe(**{n: row.get(n) for n in names})
     return cache
+
+
+def _cached_probe(cache: dict[tuple, Probe], item: PlannedVideo) -> tuple[Probe | None, bool]:
+    """The earlier probe of this video's file if its content is unchanged, and whether the file
+    was only touched (a new mtime, the same sha256).
+
+    A touched file keeps its earlier row, mtime included, so the manifest comes out byte for
+    byte the same and nothing downstream reruns for a copy or a checkout that reset mtimes.
+    """
+    probe = cache.get((item.rel_path, item.file_bytes))
+    if probe is None or item.abs_path is None:
+        return None, False
+    if probe.file_mtime_ns == item.file_mtime_ns and probe.file_sha256 is not None:
+        return probe, False  # (a row from before `file_sha256` is probed again to get one)
+    try:
+        same = probe.file_sha256 is not None and sha256_file(item.abs_path) == probe.file_sha256
+    except OSError:
+        return None, False
+    return (probe, True) if same else (None, False)
 
 
 def _probe_all(ctx: StageContext, todo: list[PlannedVideo]) -> dict[str, Probe]:
@@ -133,11 +155,14 @@ def compute(ctx: StageContext) -> StageResult:
     planned = plan_videos(dataset)
     groups = read_class_groups(dataset.root)  # a bad file fails before anything is probed
     cache = {} if ctx.force else _probe_cache(store, writer.dir)
-    probes = {
-        item.video_id: cache[item.file_key()]
-        for item in planned
-        if item.probe_needed and item.file_key() in cache
-    }
+    probes: dict[str, Probe] = {}
+    touched = 0
+    for item in planned:
+        if item.probe_needed:
+            probe, was_touched = _cached_probe(cache, item)
+            if probe is not None:
+                probes[item.video_id] = probe
+                touched += was_touched
     todo = [item for item in planned if item.probe_needed and item.video_id not in probes]
     probes.update(_probe_all(ctx, todo))
     rows, extras, classes, added = _update_shared_classes(store, dataset, planned, probes)
@@ -152,6 +177,7 @@ def compute(ctx: StageContext) -> StageResult:
         "unlabeled": sum(r["label_id"] is None for r in rows),
         "probed": len(todo),
         "skipped": len(probes) - len(todo),
+        "touched": touched,
     }
     extra = {"classes": len(classes), "classes_added": len(added),
              "failure_reasons": dict(failures)}

@@ -4,6 +4,7 @@ the class map."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -319,9 +320,18 @@ def test_rerun_skips_and_incremental_ingest(tmp_path: Path, ray_local: None) -> 
     assert (rows["b1"]["label_id"], rows["c1"]["label_id"], rows["a1"]["label_id"]) == (0, 1, 2)
     assert third.fingerprint() != first.fingerprint()
 
-    os.utime(root / "c1.mp4", ns=(1, 1))  # a changed file is probed again
+    os.utime(root / "c1.mp4", ns=(1, 1))  # touched, not changed: hashed, its row kept
     fourth = run_stage(cfg, "ingest", dataset)
-    assert fourth.counts["probed"] == 1
+    assert (fourth.counts["probed"], fourth.counts["touched"]) == (0, 1)
+    assert fourth.fingerprint() == third.fingerprint()  # the same manifest: decode stays done
+    c1 = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}["c1"]
+    assert c1["file_sha256"] == hashlib.sha256((root / "c1.mp4").read_bytes()).hexdigest()
+
+    write_video(root / "c1.mp4", frames=21)  # changed: probed again
+    fifth = run_stage(cfg, "ingest", dataset)
+    assert (fifth.counts["probed"], fifth.counts["touched"]) == (1, 0)
+    rows = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}
+    assert rows["c1"]["frame_count"] == 21
     assert run_stage(cfg, "ingest", dataset, force=True).counts["probed"] == 3
 
 

@@ -111,6 +111,37 @@ def test_store_and_dataset_moved_together_keep_their_versions(
     assert capsys.readouterr().out.count("up to date") == len(DATA_STAGES)
 
 
+def test_touched_sources_rerun_ingest_alone(finished: Path, tmp_path: Path) -> None:
+    """A copy or checkout that gives every video a new mtime (same bytes) reruns ingest, which
+    hashes the touched files, keeps their rows and writes the same manifest: nothing below it
+    reruns."""
+    work = tmp_path / "w"
+    shutil.copytree(finished, work, symlinks=True)
+    cfg = _config(work / "artifacts", work / "data/synthetic")
+    args = [f"--set={o}" for o in _overrides(str(work / "artifacts"), str(work / "data/synthetic"))]
+    # the copy's manifest still names the videos where they were made (`uri`): refresh it first
+    assert main(["run", "ingest", "--force", "-c", "ci_tiny", *args]) == 0
+    assert main(["run", *DATA_STAGES, "-c", "ci_tiny", *args]) == 0
+    videos = sorted(p for p in (work / "data/synthetic").rglob("*.mp4"))
+    assert videos
+    for video in videos:
+        os.utime(video, ns=(2_000_000_000_000_000_000, 2_000_000_000_000_000_000))
+    plan = Plan.from_config(cfg)
+    ingest = plan.state(plan.key("ingest", "synthetic"))
+    assert (ingest.kind, ingest.why) == ("stale", "input changed: sources")
+    manifest = Path(plan.folder(plan.key("ingest", "synthetic"))) / "videos.parquet"
+    manifest_bytes = manifest.read_bytes()
+    downstream = {p: p.stat().st_mtime_ns for p in (work / "artifacts").rglob("_stage.json")
+                  if "/ingest/" not in p.as_posix()}
+    assert main(["run", *DATA_STAGES, "-c", "ci_tiny", *args]) == 0
+    after = Plan.from_config(cfg)
+    counts = after.record(after.key("ingest", "synthetic")).counts
+    assert (counts["probed"], counts["touched"]) == (0, counts["ok"])
+    assert manifest.read_bytes() == manifest_bytes
+    assert {p: p.stat().st_mtime_ns for p in downstream} == downstream
+    assert all(after.state(after.key(s, "synthetic")).done for s in DATA_STAGES)
+
+
 def test_a_truncated_clip_is_found_damaged_and_only_it_is_redone(
     finished: Path, tmp_path: Path
 ) -> None:

@@ -42,7 +42,9 @@ MANIFEST_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("rotation", pa.int32(), "display rotation in degrees from the file (recorded, not applied)"),
     ("has_audio", pa.bool_(), "the file has an audio stream"),
     ("file_bytes", pa.int64(), "file size in bytes"),
-    ("file_mtime_ns", pa.int64(), "file modification time (ns), for incremental ingest"),
+    ("file_mtime_ns", pa.int64(),
+     "file modification time (ns) when this content was probed (a touched file keeps it)"),
+    ("file_sha256", pa.string(), "sha256 of the file's bytes (null when it could not be read)"),
     ("status", pa.string(), "ok or failed"),
     ("error", pa.string(), "why the video failed (null when ok)"),
 ]

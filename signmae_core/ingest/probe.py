@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from signmae_core.config import IngestConfig
+from signmae_core.store import sha256_file
 
 from .source import SourceError, error_reason, open_video, stream_fps
 
@@ -27,6 +28,7 @@ class Probe:
     error: str | None = None
     file_bytes: int | None = None
     file_mtime_ns: int | None = None
+    file_sha256: str | None = None
     container: str | None = None
     codec: str | None = None
     width: int | None = None
@@ -68,6 +70,11 @@ def probe_video(path: str | Path, limits: IngestConfig) -> Probe:
             f"file of {probe.file_bytes} bytes exceeds ingest.max_file_bytes "
             f"({limits.max_file_bytes})"
         )
+        return probe
+    try:
+        probe.file_sha256 = sha256_file(path)
+    except OSError as exc:
+        probe.error = f"cannot read file: {exc.strerror or exc}"
         return probe
     try:
         container, stream = open_video(path)
