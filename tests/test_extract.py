@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -419,6 +420,7 @@ def test_stage_writes_rows_skips_reruns_and_fails_a_clip_alone(
 
     from signmae_core.synth.ground_truth import ground_truth_path
 
+    synthetic = Path(shutil.copytree(synthetic, tmp_path / "synth"))  # one of its videos changes
     cfg, dataset = decoded(synthetic, tmp_path / "store", "extract.backend=oracle",
                            "extract.clips_per_part=3")
     clip_files = sorted(Path(folder_of(cfg, "decode"), "clips").glob("*.smclip"))
@@ -462,8 +464,12 @@ def test_stage_writes_rows_skips_reruns_and_fails_a_clip_alone(
     assert schema.read_extraction(folder).num_rows == 4  # replaced, not duplicated
 
     # The failed clip's video changes: decode remakes that clip, extraction redoes only it.
+    # (Other bytes, same frames: the MP4's ftyp minor version. A touch alone is not a change.)
     video = synthetic / "videos" / f"{broken.stem.split('__')[-1]}.mp4"
-    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    data = bytearray(video.read_bytes())
+    assert data[4:8] == b"ftyp"
+    data[12:16] = (int.from_bytes(data[12:16], "big") + 1).to_bytes(4, "big")
+    video.write_bytes(bytes(data))
     grown = run(cfg, "ingest", "decode", "extract").record
     assert (grown.counts["extracted"], grown.counts["skipped"]) == (1, 3)
     assert (grown.counts["ok"], grown.counts["failed"]) == (4, 0)
@@ -476,8 +482,6 @@ def test_source_videos_are_found_under_the_dataset_root_as_configured_now(
     synthetic: Path, tmp_path: Path, ray_local: None
 ) -> None:
     """The manifest's absolute `uri` goes stale when the dataset moves; the jobs do not."""
-    import shutil
-
     from pipelines import extract, outputs
     from pipelines.dag import Plan
 
