@@ -98,23 +98,23 @@ def _probe_cache(store: ArtifactStore, folder: str) -> dict[tuple, Probe]:
     return cache
 
 
-def _cached_probe(cache: dict[tuple, Probe], item: PlannedVideo) -> tuple[Probe | None, bool]:
-    """The earlier probe of this video's file if its content is unchanged, and whether the file
-    was only touched (a new mtime, the same sha256).
+def _cached_probe(cache: dict[tuple, Probe], item: PlannedVideo) -> Probe | None:
+    """The earlier probe of this video's file if its content is unchanged: the same mtime, or a
+    new mtime and the same sha256 (a touched file).
 
     A touched file keeps its earlier row, mtime included, so the manifest comes out byte for
-    byte the same and nothing downstream reruns for a copy or a checkout that reset mtimes.
+    byte the same and nothing downstream reruns for a copy or a checkout that reset mtimes. A
+    row from before `file_sha256` is probed again to get one.
     """
     probe = cache.get((item.rel_path, item.file_bytes))
-    if probe is None or item.abs_path is None:
-        return None, False
-    if probe.file_mtime_ns == item.file_mtime_ns and probe.file_sha256 is not None:
-        return probe, False  # (a row from before `file_sha256` is probed again to get one)
+    if probe is None or probe.file_sha256 is None or item.abs_path is None:
+        return None
+    if probe.file_mtime_ns == item.file_mtime_ns:
+        return probe
     try:
-        same = probe.file_sha256 is not None and sha256_file(item.abs_path) == probe.file_sha256
+        return probe if sha256_file(item.abs_path) == probe.file_sha256 else None
     except OSError:
-        return None, False
-    return (probe, True) if same else (None, False)
+        return None
 
 
 def _probe_all(ctx: StageContext, todo: list[PlannedVideo]) -> dict[str, Probe]:
@@ -156,13 +156,12 @@ def compute(ctx: StageContext) -> StageResult:
     groups = read_class_groups(dataset.root)  # a bad file fails before anything is probed
     cache = {} if ctx.force else _probe_cache(store, writer.dir)
     probes: dict[str, Probe] = {}
-    touched = 0
     for item in planned:
-        if item.probe_needed:
-            probe, was_touched = _cached_probe(cache, item)
-            if probe is not None:
-                probes[item.video_id] = probe
-                touched += was_touched
+        probe = _cached_probe(cache, item) if item.probe_needed else None
+        if probe is not None:
+            probes[item.video_id] = probe
+    touched = sum(probes[item.video_id].file_mtime_ns != item.file_mtime_ns
+                  for item in planned if item.video_id in probes)
     todo = [item for item in planned if item.probe_needed and item.video_id not in probes]
     probes.update(_probe_all(ctx, todo))
     rows, extras, classes, added = _update_shared_classes(store, dataset, planned, probes)

@@ -36,7 +36,7 @@ class PlannedVideo:
         return self.error is None and self.abs_path is not None
 
     def file_key(self) -> tuple[str, int | None, int | None]:
-        """What a probe result depends on: the path and the file's size and mtime."""
+        """The path and the file's size and mtime: what the ingest's input fingerprint lists."""
         return self.rel_path, self.file_bytes, self.file_mtime_ns
 
 
