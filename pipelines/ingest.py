@@ -77,12 +77,8 @@ def read_shared_classes(store: ArtifactStore, dataset: DatasetConfig) -> list[st
         raise InputError(f"class map {path} is damaged ({exc}); fix or delete it") from None
 
 
-def _probe_cache(store: ArtifactStore, folder: str) -> dict[tuple, Probe]:
-    """Probes of the videos that were ok in this version's previous manifest, by path and size.
-
-    A probe is reused when the file still has its size and either its mtime or its sha256
-    (`_cached_probe`).
-    """
+def _earlier_rows(store: ArtifactStore, folder: str) -> dict[str, dict[str, Any]]:
+    """The rows of this version's previous manifest, by video id (empty when there is none)."""
     path = f"{folder}/{MANIFEST_NAME}"
     if not store.exists(path):
         return {}
@@ -90,12 +86,37 @@ def _probe_cache(store: ArtifactStore, folder: str) -> dict[tuple, Probe]:
         table = read_manifest(path, filesystem=store.fs)
     except Exception:  # noqa: BLE001 - an unreadable old manifest only means no cache
         return {}
+    return {row["video_id"]: row for row in table.to_pylist()}
+
+
+def _probe_cache(earlier: dict[str, dict[str, Any]]) -> dict[tuple, Probe]:
+    """Probes of the videos that were ok in the previous manifest, by path and size.
+
+    A probe is reused when the file still has its size and either its mtime or its sha256
+    (`_cached_probe`). Failed rows are probed again (a failure may have been transient).
+    """
     names = [f.name for f in fields(Probe)]
-    cache = {}
-    for row in table.to_pylist():
-        if row.get("status") == "ok":
-            cache[(row["path"], row["file_bytes"])] = Probe(**{n: row.get(n) for n in names})
-    return cache
+    return {(row["path"], row["file_bytes"]): Probe(**{n: row.get(n) for n in names})
+            for row in earlier.values() if row.get("status") == "ok"}
+
+
+def _keep_earlier_mtimes(rows: list[dict[str, Any]], earlier: dict[str, dict[str, Any]]
+                         ) -> list[dict[str, Any]]:
+    """Each row that is its earlier row but for the file's mtime, replaced by the earlier row.
+
+    A failed video is probed again on every run; when it fails the same way, its row keeps the
+    earlier mtime, so a touched failed file (like a touched ok one, `_cached_probe`) leaves the
+    manifest byte for byte the same and nothing downstream reruns.
+    """
+    kept = []
+    for row in rows:
+        old = earlier.get(row["video_id"])
+        same = old is not None and all(
+            old.get(k) == v for k, v in row.items() if k != "file_mtime_ns")
+        if same and "file_mtime_ns" in row:
+            row = {**row, "file_mtime_ns": old["file_mtime_ns"]}
+        kept.append(row)
+    return kept
 
 
 def _cached_probe(cache: dict[tuple, Probe], item: PlannedVideo) -> Probe | None:
@@ -154,17 +175,20 @@ def compute(ctx: StageContext) -> StageResult:
     store, dataset, writer = ctx.store, ctx.dataset, ctx.writer
     planned = plan_videos(dataset)
     groups = read_class_groups(dataset.root)  # a bad file fails before anything is probed
-    cache = {} if ctx.force else _probe_cache(store, writer.dir)
+    earlier = {} if ctx.force else _earlier_rows(store, writer.dir)
+    cache = _probe_cache(earlier)
     probes: dict[str, Probe] = {}
     for item in planned:
         probe = _cached_probe(cache, item) if item.probe_needed else None
         if probe is not None:
             probes[item.video_id] = probe
-    touched = sum(probes[item.video_id].file_mtime_ns != item.file_mtime_ns
-                  for item in planned if item.video_id in probes)
     todo = [item for item in planned if item.probe_needed and item.video_id not in probes]
     probes.update(_probe_all(ctx, todo))
     rows, extras, classes, added = _update_shared_classes(store, dataset, planned, probes)
+    rows = _keep_earlier_mtimes(rows, earlier)
+    mtimes = {item.video_id: item.file_mtime_ns for item in planned}
+    touched = sum("file_mtime_ns" in row and row["file_mtime_ns"] != mtimes[row["video_id"]]
+                  for row in rows)
     with writer.output(MANIFEST_NAME, checksum=True) as tmp:
         write_manifest(tmp, manifest_table(rows, extras))
     with writer.output(CLASSES_NAME, checksum=True) as tmp:

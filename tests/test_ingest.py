@@ -335,6 +335,41 @@ def test_rerun_skips_and_incremental_ingest(tmp_path: Path, ray_local: None) -> 
     assert run_stage(cfg, "ingest", dataset, force=True).counts["probed"] == 3
 
 
+@pytest.mark.slow
+def test_touched_failed_videos_keep_their_rows(tmp_path: Path, ray_local: None) -> None:
+    """Failed videos are probed again on every run; touched but failing the same way, they keep
+    their rows (mtime included), so the manifest stays the same; changed, they get new rows."""
+    root = tmp_path / "data"
+    write_video(root / "ok.mp4")
+    write_video(root / "late.mp4", frames=10)
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "junk.mp4").write_bytes(b"\x01" * 4096)
+    (root / "labels.csv").write_text(
+        "path,label,frame_start\nok.mp4,a,\nlate.mp4,a,50\nempty.mp4,a,\njunk.mp4,a,\n",
+        encoding="utf-8")
+    dataset = DatasetConfig(name="bad", root=str(root))
+    cfg = _cfg(tmp_path, dataset)
+    first = run_stage(cfg, "ingest", dataset)
+    assert (first.counts["ok"], first.counts["failed"]) == (1, 3)
+    before = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}
+    assert "window" in before["late"]["error"]  # the window, not the probe, failed it
+
+    for name in ("ok", "late", "empty", "junk"):
+        os.utime(root / f"{name}.mp4", ns=(7, 7))
+    second = run_stage(cfg, "ingest", dataset)
+    assert (second.counts["probed"], second.counts["touched"]) == (3, 4)
+    assert manifest(cfg, dataset).to_pylist() == list(before.values())
+    assert second.fingerprint() == first.fingerprint()  # decode stays done
+
+    (root / "junk.mp4").write_bytes(b"\x02" * 4096)  # changed, failing the same way
+    os.utime(root / "junk.mp4", ns=(9, 9))
+    third = run_stage(cfg, "ingest", dataset)
+    junk = {r["video_id"]: r for r in manifest(cfg, dataset).to_pylist()}["junk"]
+    assert (junk["status"], junk["file_mtime_ns"]) == ("failed", 9)
+    assert junk["file_sha256"] == hashlib.sha256(b"\x02" * 4096).hexdigest()
+    assert third.counts["touched"] == 3 and third.fingerprint() != first.fingerprint()
+
+
 # ---- class groups --------------------------------------------------------------------------------
 def test_class_groups_file_format_errors_are_clear() -> None:
     from signmae_core.ingest.class_groups import check_class_groups, parse_class_groups
