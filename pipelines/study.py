@@ -62,6 +62,11 @@ def arm_stages(plan: Plan) -> list[str]:
     return list(dict.fromkeys(key.stage for key in plan.with_upstream(wanted)))
 
 
+def finished(plan: Plan) -> bool:
+    """True when the arm's read-outs are done and up to date (so is everything they read)."""
+    return all(plan.state(key).done for key in plan.keys(list(READ_OUTS)))
+
+
 def pretrains(cfg: PipelineConfig) -> bool:
     """True when the arm's finetuning starts from this config's pretraining."""
     return not cfg.finetune.init_encoder
@@ -218,6 +223,10 @@ def results_markdown(study: StudyConfig, arms: list[dict[str, Any]], rows: list[
              "| k-NN Top-1 | k-NN handshape | Δ Top-1 | Δ handshape | leakage | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
+        if a["minutes"] is None:  # no seed of this arm finished
+            why = f"failed: seeds {a['failed']}" if a["failed"] else "not run"
+            lines.append(f"| {a['arm']} | 0 | {why} |")
+            continue
         delta = {c: a["vs_baseline"][c] for c in ("top1", "handshape")}
         cells = [f"{100 * d['diff']:+.1f}{'*' if d['beats'] else ''}" if d else "-"
                  for d in delta.values()]
@@ -226,8 +235,7 @@ def results_markdown(study: StudyConfig, arms: list[dict[str, Any]], rows: list[
             f"| {a['arm']} | {len(a['seeds'])} | {_pct(a['top1'])} | {_pct(a['top5'])} | "
             f"{_pct(a['class_top1'])} | {_pct(a['handshape'])} | {_pct(a['movement'])} | "
             f"{_pct(a['probe_top1'])} | {_pct(a['probe_handshape'])} | {cells[0]} | {cells[1]} | "
-            f"{_pct(leak)} | {a['minutes']:.1f} |" if a["minutes"] is not None else
-            f"| {a['arm']} | 0 | failed: seeds {a['failed']} |")
+            f"{_pct(leak)} | {a['minutes']:.1f} |")
     lines += ["", "| arm | seed | Top-1 | handshape | movement | k-NN Top-1 | minutes "
               "(pretrain / finetune / evaluate / probe) |", "|---|---|---|---|---|---|---|"]
     for r in rows:

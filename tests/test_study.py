@@ -198,6 +198,15 @@ def _subflow_tasks(name: str) -> dict[str, str]:
     return {t.name: t.state.name for t in tasks}
 
 
+def _flow_run_count(name: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[name]))))
+
+
 def _stage_metrics(store: Path, stage: str, version: str) -> dict[str, Any]:
     return json.loads((store / "_train" / stage / version / "metrics.json").read_text())
 
@@ -242,6 +251,17 @@ def test_a_two_arm_study_runs_each_arm_as_a_flow_run_and_tabulates_what_each_mea
     assert again.is_completed(), again.message
     assert set(_subflow_tasks("tiny-tube-seed0").values()) == {"Skipped"}
     assert {p: p.stat().st_mtime_ns for p in store.rglob("_stage.json")} == records
+
+    # one arm: its baseline is tabled as it stands, read from the store, not run again
+    scratch_runs = _flow_run_count("tiny-scratch-seed0")
+    only_tube = signmae_study(study_file=str(tiny_study), arms=["tube"], return_state=True)
+    assert only_tube.is_completed(), only_tube.message
+    assert _flow_run_count("tiny-scratch-seed0") == scratch_runs
+    first = {row["arm"]: row for row in results["runs"]}
+    now = {row["arm"]: row for row in json.loads((out / "results.json").read_text())["runs"]}
+    assert now["scratch"]["top1"] == first["scratch"]["top1"]
+    assert now["scratch"]["versions"] == first["scratch"]["versions"]
+    assert "| scratch | 1 |" in (out / "results.md").read_text()
 
 
 @pytest.fixture(scope="module")
