@@ -40,8 +40,9 @@ class StudyFailed(SignmaeError):
 
 @flow(name="signmae-study", validate_parameters=True, persist_result=False)
 def signmae_study(study_file: str, arms: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run (or reuse) every (arm, seed) of the study file, or only the named `arms`, and write
-    the results; returns the per-arm summaries."""
+    """Run (or reuse) every (arm, seed) of the study file, or only the named `arms` (their
+    baselines tabled as they stand, not run), and write the results; returns the per-arm
+    summaries."""
     from prefect.artifacts import create_markdown_artifact
 
     from pipelines.dag import Plan
